@@ -1,0 +1,136 @@
+"""The ``rendergrad`` command line.
+
+    rendergrad plugins [--json]                 what is installed, and why anything is unavailable
+    rendergrad run FILE.toml --out DIR          optimize; writes result.json, images, a plot
+    rendergrad run --resume DIR                 continue an interrupted run bit-identically
+    rendergrad demo [--out DIR]                 the plateau task, solved by every estimator
+
+Plugins add their own subcommands through the ``rendergrad_add_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import RendergradError
+
+EPILOG = """examples:
+  rendergrad demo --out demo-out
+  rendergrad plugins --json
+  rendergrad run examples/toy/plateau.toml --out runs/plateau
+  rendergrad run examples/toy/plateau.toml --out runs/p2 --set estimator.name=spsa --set optimizer.steps=400
+  rendergrad run --resume runs/plateau            # after Ctrl-C or a crashed worker
+
+A run file has sections [renderer] [target] [objective] [estimator] [optimizer] [params];
+see docs/configuration.md. Parameters are optimized in a normalised [0,1] space, so
+optimizer.lr is a fraction of each parameter's range."""
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import registry
+    reg = registry()
+    infos = [i for i in reg.all() if not args.kind or i.kind in (args.kind, "?")]
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=2))
+        return 0
+    rows = [(i.kind, i.name, f"{i.distribution} {i.version}", "yes" if i.available else "NO",
+             i.reason or i.summary) for i in infos]
+    widths = [max(len(r[c]) for r in rows + [("kind", "name", "distribution", "ok", "")]) for c in range(4)]
+    print(f"{'kind':<{widths[0]}}  {'name':<{widths[1]}}  {'distribution':<{widths[2]}}  {'ok':<{widths[3]}}  notes")
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import apply_overrides, load_config, validate
+    from .runner import CONFIG_NAME, run_config
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume:
+        out = Path(args.resume)
+        path = out / CONFIG_NAME
+        if not path.exists():
+            raise RendergradError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME})")
+        cfg = validate(apply_overrides(json.loads(path.read_text()), args.set or []))
+        result = run_config(cfg, out, resume=True, progress=progress)
+    else:
+        if not args.file or not args.out:
+            raise RendergradError("run needs a config file and --out DIR (or --resume DIR)")
+        cfg = load_config(args.file, args.set or [])
+        out = Path(args.out)
+        result = run_config(cfg, out, resume=False, progress=progress)
+    print(f"loss {result.loss:.6g} after {result.evaluations} renders in {result.wall_time_s:.1f}s "
+          f"({result.stopped}); params {json.dumps(result.params) if len(json.dumps(result.params)) < 300 else '...'}")
+    print(f"wrote {out / 'result.json'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    run_demo(Path(args.out), budget=args.budget, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rendergrad", description="Optimize scene parameters through any renderer, differentiable or not.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"rendergrad {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sp = sub.add_parser("plugins", help="list renderers, objectives and estimators, with availability")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--kind", choices=["renderer", "objective", "estimator"], help="only this kind")
+    sp.set_defaults(func=_cmd_plugins)
+
+    sr = sub.add_parser("run", help="run an optimization described by a TOML file",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sr.add_argument("file", nargs="?", help="run file (TOML)")
+    sr.add_argument("--out", help="output folder: result.json, final.png, target.png, convergence.png, run.log")
+    sr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set optimizer.lr=0.05 (repeatable; values are TOML)")
+    sr.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    sr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sr.set_defaults(func=_cmd_run)
+
+    sd = sub.add_parser("demo", help="the plateau task on the toy renderer, solved by every estimator")
+    sd.add_argument("--out", default="rendergrad-demo", help="output folder (default: %(default)s)")
+    sd.add_argument("--budget", type=int, default=400, help="renders per estimator (default: %(default)s)")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--no-progress", action="store_true")
+    sd.set_defaults(func=_cmd_demo)
+
+    from .registry import registry
+    for hook, label in registry().command_hooks:
+        try:
+            hook(subparsers=sub)
+        except Exception as e:  # a plugin's command must not break the CLI
+            print(f"warning: plugin {label} failed to add its commands: {e}", file=sys.stderr)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except RendergradError as e:
+        print(f"rendergrad: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = (f" Resume with: rendergrad run --resume {args.resume or args.out}"
+                if args.command == "run" else "")
+        print(f"\nrendergrad: interrupted.{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

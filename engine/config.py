@@ -1,0 +1,151 @@
+"""Run configuration: TOML in, a validated dict out.
+
+Every key is checked against a schema so a typo fails loudly with the valid keys and a
+suggestion, before anything renders. ``--set a.b=value`` overrides go through the same check.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# section -> {key: (expected types, description)}; "options" tables are free-form and checked
+# against the plugin's constructor instead.
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+    "renderer": {
+        "name": ((str,), "renderer plugin name (see `rendergrad plugins`)"),
+        "options": ((dict,), "keyword arguments for the renderer"),
+    },
+    "target": {
+        "params": ((dict,), "render the target with the renderer at these parameter values"),
+        "image": ((str,), "or: a reference image file (EXR, PNG, NPY), relative to the config file"),
+    },
+    "objective": {
+        "name": ((str,), "objective plugin name"),
+        "options": ((dict,), "keyword arguments for the objective"),
+    },
+    "estimator": {
+        "name": ((str,), "gradient estimator plugin name"),
+        "options": ((dict,), "keyword arguments for the estimator"),
+    },
+    "optimizer": {
+        "name": ((str,), "torch optimizer: adam, adamw, sgd, rmsprop, adagrad"),
+        "lr": ((int, float), "learning rate, in fractions of each parameter's range"),
+        "steps": ((int,), "number of optimization steps"),
+        "seed": ((int,), "random seed; equal seeds give bit-identical runs"),
+        "options": ((dict,), "extra optimizer keyword arguments, e.g. betas"),
+        "max_renders": ((int,), "stop once this many renders are spent"),
+        "target_loss": ((int, float), "stop once the loss is at or below this"),
+        "patience": ((int,), "stop after this many steps without improvement"),
+        "min_delta": ((int, float), "improvement smaller than this does not count for patience"),
+        "checkpoint_every": ((int,), "save a resumable checkpoint every N steps (0: only at the end)"),
+        "snapshot_every": ((int,), "save the current image every N steps (0: never)"),
+        "max_batch": ((int,), "split render batches into chunks of at most this size"),
+    },
+    "params": {
+        "init": ((dict,), "initial values overriding the renderer's defaults"),
+    },
+}
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "renderer": {"options": {}},
+    "target": {},
+    "objective": {"name": "mse", "options": {}},
+    "estimator": {"name": "analytic", "options": {}},
+    "optimizer": {"name": "adam", "lr": 0.01, "steps": 100, "seed": 0, "options": {},
+                  "min_delta": 0.0, "checkpoint_every": 0, "snapshot_every": 0},
+    "params": {"init": {}},
+}
+
+
+def suggest(word: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Check sections, keys and types; fill defaults. Returns a new dict."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("a run configuration must be a table of sections")
+    out: dict[str, Any] = {}
+    for section, body in cfg.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}]{suggest(section, SCHEMA)}; "
+                              f"valid sections: {', '.join(f'[{s}]' for s in SCHEMA)}")
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"[{section}] must be a table, got {type(body).__name__}")
+        for key, value in body.items():
+            if key not in SCHEMA[section]:
+                raise ConfigError(
+                    f"unknown key {key!r} in [{section}]{suggest(key, SCHEMA[section])}; valid keys: "
+                    + ", ".join(SCHEMA[section]))
+            types, _ = SCHEMA[section][key]
+            if isinstance(value, bool) or not isinstance(value, types):
+                want = " or ".join(t.__name__ for t in types)
+                raise ConfigError(f"[{section}] {key} must be {want}, got {value!r}")
+    for section, defaults in DEFAULTS.items():
+        out[section] = {**copy.deepcopy(defaults), **copy.deepcopy(dict(cfg.get(section, {})))}
+    if "name" not in out["renderer"]:
+        raise ConfigError("[renderer] name is required, e.g. name = \"toy\" (see `rendergrad plugins`)")
+    t = out["target"]
+    if "params" in t and "image" in t:
+        raise ConfigError("[target] takes either `params` or `image`, not both")
+    o = out["optimizer"]
+    if o["steps"] < 0:
+        raise ConfigError("[optimizer] steps must be >= 0")
+    if not o["lr"] > 0:
+        raise ConfigError("[optimizer] lr must be > 0")
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: parsed as TOML (numbers, booleans, arrays, inline tables), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``section.key[.subkey]=value`` overrides (``--set``)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set optimizer.steps=200)")
+        path, text = item.split("=", 1)
+        keys = [k.strip() for k in path.split(".") if k.strip()]
+        if len(keys) < 2:
+            raise ConfigError(f"--set key must name a section and a key, e.g. optimizer.lr, got {path!r}")
+        node = cfg
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {path}: {k!r} is not a table")
+        node[keys[-1]] = parse_value(text.strip())
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read, override and validate a run file. Relative image paths resolve against its folder."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    cfg = validate(apply_overrides(raw, overrides))
+    img = cfg["target"].get("image")
+    if img and not Path(img).is_absolute():
+        cfg["target"]["image"] = str((path.parent / img).resolve())
+    return cfg

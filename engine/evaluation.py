@@ -1,0 +1,157 @@
+"""The one batched evaluation path: ``u[B, n] -> loss[B]``.
+
+Every loss any estimator asks for goes through :class:`BatchEvaluator`, so renders are
+counted in one place, renderer output is validated in one place (a NaN image is an error that
+names the parameters that produced it, not a silent NaN gradient), and large batches are split
+into chunks a renderer (or its workers) can take.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import RendererFailure, RendererOutputError, RendergradError
+from .interfaces import Objective, Renderer
+from .params import ParamSpace
+
+
+def as_image_batch(images: Any, *, batch: int | None = None, who: str = "renderer") -> torch.Tensor:
+    """Accept torch or numpy ``[B,H,W,C]`` (or ``[H,W,C]`` for B=1); check the shape."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise RendererOutputError(
+            f"{who} returned {type(images).__name__}; render() must return a torch.Tensor or numpy "
+            "array of shape [B, H, W, C]")
+    if images.ndim == 3 and batch == 1:
+        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise RendererOutputError(
+            f"{who} returned an array of shape {tuple(images.shape)}; render() must return [B, H, W, C]")
+    if batch is not None and images.shape[0] != batch:
+        raise RendererOutputError(
+            f"{who} returned {images.shape[0]} images for a batch of {batch} parameter vectors; "
+            "render() must return one image per row of theta")
+    if not images.is_floating_point():
+        images = images.float()
+    return images
+
+
+class BatchEvaluator:
+    """Renders, validates, scores and counts. Callable as an estimator's ``loss_fn``.
+
+    ``max_batch`` splits a large batch into chunks (bounded memory, or one chunk per worker).
+    ``check_finite`` makes a NaN/inf image a :class:`RendererOutputError` naming the offending
+    parameter values. ``clamp`` keeps perturbed samples inside the declared bounds (estimators
+    such as PRDPT perturb with σ ≈ half the domain; a renderer must never see an IOR below 1
+    because of it). The clamp passes gradients straight through.
+    """
+
+    def __init__(self, renderer: Renderer, objective: Objective, space: ParamSpace,
+                 target: torch.Tensor | None, *, max_batch: int | None = None,
+                 check_finite: bool = True, clamp: bool = True):
+        self.renderer = renderer
+        self.objective = objective
+        self.space = space
+        self.size = space.size
+        self.target = target
+        self.max_batch = max_batch
+        self.check_finite = check_finite
+        self.clamp = clamp
+        self.renders = 0          # renders spent by the optimization (what budgets count)
+        self.extra_renders = 0    # target, snapshots, final image: reported, not optimization cost
+        self.render_seconds = 0.0
+        self.image_shape: tuple[int, ...] | None = None
+        objective.prepare(target)
+
+    # -- rendering ---------------------------------------------------------------------------
+    def render_theta(self, theta: torch.Tensor) -> torch.Tensor:
+        """Render ``theta`` ``[B, n]`` (parameter units); counted and validated."""
+        if theta.ndim == 1:
+            theta = theta.unsqueeze(0)
+        if theta.shape[-1] != self.size:
+            raise RendergradError(f"theta has {theta.shape[-1]} columns but the parameter space has {self.size}")
+        chunks = [theta] if not self.max_batch or theta.shape[0] <= self.max_batch \
+            else list(torch.split(theta, self.max_batch))
+        out = []
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            try:
+                raw = self.renderer.render(chunk)
+            except RendergradError:
+                raise
+            except Exception as e:
+                raise RendererFailure(
+                    f"renderer {self.renderer.name!r} failed on a batch of {chunk.shape[0]}: "
+                    f"{type(e).__name__}: {e}") from e
+            self.render_seconds += time.perf_counter() - t0
+            self.renders += chunk.shape[0]
+            img = as_image_batch(raw, batch=chunk.shape[0], who=f"renderer {self.renderer.name!r}")
+            if self.image_shape is None:
+                self.image_shape = tuple(img.shape[1:])
+            elif tuple(img.shape[1:]) != self.image_shape:
+                raise RendererOutputError(
+                    f"renderer {self.renderer.name!r} changed its image size from {self.image_shape} "
+                    f"to {tuple(img.shape[1:])} between calls")
+            if self.check_finite:
+                self._check_finite(img, chunk)
+            out.append(img)
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def _check_finite(self, img: torch.Tensor, theta: torch.Tensor) -> None:
+        finite = torch.isfinite(img.detach()).flatten(1).all(dim=1)
+        if bool(finite.all()):
+            return
+        row = int((~finite).nonzero()[0])
+        params = self.space.decode(theta[row], max_elements=8)
+        bad = int((~torch.isfinite(img[row].detach())).sum())
+        raise RendererOutputError(
+            f"renderer {self.renderer.name!r} produced {bad} NaN/inf pixel values at parameters {params}. "
+            "Check the renderer for a division by zero or an invalid parameter combination, or narrow "
+            "the parameter bounds.")
+
+    def preview(self, theta: torch.Tensor) -> torch.Tensor:
+        """Render ``theta`` (parameter units) for people, not for the optimizer.
+
+        Counted in ``extra_renders`` so budgets and render-count comparisons stay honest.
+        """
+        before, seconds = self.renders, self.render_seconds
+        with torch.no_grad():
+            img = self.render_theta(theta.to(torch.float32))
+        self.extra_renders += self.renders - before
+        self.renders, self.render_seconds = before, seconds
+        return img
+
+    def render(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
+        """Render from normalised ``u``."""
+        if self.clamp:
+            u = u + (u.clamp(0.0, 1.0) - u).detach()
+        theta = self.space.to_theta(u).to(torch.float32)
+        if differentiable:
+            return self.render_theta(theta)
+        with torch.no_grad():
+            return self.render_theta(theta)
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        target = self.target
+        if target is not None and target.device != images.device:
+            target = target.to(images.device)
+        loss = self.objective.loss(images, target)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 1 or loss.shape[0] != images.shape[0]:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise RendergradError(
+                f"objective {self.objective.name!r} returned {shape}; loss() must return one value per image, [B]")
+        return loss
+
+    def __call__(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
+        if u.ndim == 1:
+            u = u.unsqueeze(0)
+        if differentiable:
+            return self.score(self.render(u, differentiable=True))
+        with torch.no_grad():
+            return self.score(self.render(u)).detach()

@@ -1,0 +1,158 @@
+"""The three plugin interfaces: :class:`Renderer`, :class:`Objective`, :class:`GradientEstimator`.
+
+These names are the public contract third-party plugins are written against (see
+``docs/plugins.md``); keep them stable.
+
+The data flow is one way::
+
+    ParamSpace --θ[B,n]--> Renderer --images[B,H,W,C]--> Objective --loss[B]--> GradientEstimator --∇u--> optimizer
+
+An estimator never sees a renderer: it receives a :class:`LossFunction` over the normalised
+space, which renders, scores and counts. That is how one estimator drives every renderer and
+how every render gets counted in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+from .params import ParamSpace
+
+
+class Plugin:
+    """Shared by every plugin kind: a ``name`` and an availability check.
+
+    ``available()`` is a classmethod so ``rendergrad plugins`` can report on a plugin without
+    constructing it (which may need a GPU, a licence, a running server...).
+    """
+
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """``(True, "")`` when usable here, else ``(False, "why, and how to fix it")``."""
+        return True, ""
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class Renderer(Plugin):
+    """Turns a batch of parameter vectors into a batch of images.
+
+    Subclasses set ``name`` and ``differentiable`` and implement :meth:`parameter_space` and
+    :meth:`render`. ``differentiable = True`` promises that :meth:`render` is
+    autograd-differentiable with respect to ``theta``; estimators that need gradients
+    (``analytic``) refuse forward-only renderers before anything is rendered.
+    """
+
+    differentiable: bool = False
+
+    def parameter_space(self) -> ParamSpace:
+        raise NotImplementedError
+
+    def render(self, theta: torch.Tensor) -> Any:
+        """``theta`` ``[B, n]`` in parameter units → images ``[B, H, W, C]`` float32 linear.
+
+        May return a torch tensor or a numpy array. Discrete parameters arrive already
+        rounded.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release processes, sockets, GPU memory. Called once when a run ends."""
+
+    # Optional: renderers with internal randomness (per-render seeds) return it here so a
+    # resumed run continues bit-identically.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Objective(Plugin):
+    """Scores images: ``loss(images[B,H,W,C], target) -> [B]``, lower is better.
+
+    ``target`` is the reference image ``[H, W, C]`` or ``None`` for objectives that need none
+    (a text prompt). Override :meth:`prepare` to precompute target features once per run.
+    """
+
+    def prepare(self, target: torch.Tensor | None) -> None:
+        """Called once with the target before the first :meth:`loss`."""
+
+    def loss(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LossFunction(Protocol):
+    """What an estimator receives: the batched loss over the normalised space.
+
+    ``loss_fn(u[B, n]) -> loss[B]``. With ``differentiable=True`` the result carries autograd
+    back to ``u`` (only for differentiable renderers). Every call is counted.
+    """
+
+    size: int
+    space: ParamSpace
+    renders: int
+
+    def __call__(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor: ...
+
+
+@dataclass
+class StepContext:
+    """What an estimator may know about the run at a step (for schedules)."""
+
+    step: int
+    total_steps: int
+    generator: torch.Generator
+
+
+@dataclass
+class Estimate:
+    """An estimator's answer: the gradient w.r.t. ``u`` and what it spent.
+
+    ``loss`` is a loss value (at or around ``u``), never a gradient statistic; ``renders`` is
+    how many images the estimate cost; ``info`` carries estimator-specific diagnostics (σ,
+    surrogate loss...) that end up in the history.
+    """
+
+    grad: torch.Tensor
+    loss: float
+    renders: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class GradientEstimator(Plugin):
+    """Decides where to evaluate the loss and turns the values into a gradient.
+
+    Works in the normalised space ``u ∈ [0,1]^n``. Stateful estimators (surrogates, buffers)
+    implement :meth:`state_dict`/:meth:`load_state_dict` so checkpoints resume exactly.
+    """
+
+    requires_differentiable: ClassVar[bool] = False
+
+    def setup(self, space: ParamSpace, total_steps: int) -> None:
+        """Called once before the first step."""
+        self.space = space
+        self.total_steps = total_steps
+
+    def estimate(self, loss_fn: LossFunction, u: torch.Tensor, ctx: StepContext) -> Estimate:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

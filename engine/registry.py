@@ -1,0 +1,188 @@
+"""Plugin discovery: entry points → pluggy → a name-indexed registry per kind.
+
+Built-in plugins are found exactly like third-party ones (entry-point group ``rendergrad``),
+so the path a third party takes is exercised on every run. Loading is defensive: an import
+error or a raising hook is recorded against the plugin and shown by ``rendergrad plugins``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginNotFoundError, PluginUnavailableError
+from .interfaces import GradientEstimator, Objective, Plugin, Renderer
+
+ENTRY_POINT_GROUP = "rendergrad"
+KINDS: dict[str, tuple[str, type]] = {
+    "renderer": ("rendergrad_renderers", Renderer),
+    "objective": ("rendergrad_objectives", Objective),
+    "estimator": ("rendergrad_estimators", GradientEstimator),
+}
+
+
+@dataclass
+class PluginInfo:
+    kind: str
+    name: str
+    cls: type | None
+    distribution: str
+    version: str
+    entry_point: str
+    available: bool
+    reason: str = ""
+    summary: str = ""
+    differentiable: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("kind", "name", "distribution", "version", "entry_point",
+                                              "available", "reason", "summary")}
+        if self.kind == "renderer":
+            d["differentiable"] = self.differentiable
+        if self.kind == "estimator" and self.cls is not None:
+            d["requires_differentiable"] = bool(getattr(self.cls, "requires_differentiable", False))
+        return d
+
+
+@dataclass
+class Registry:
+    plugins: dict[str, dict[str, PluginInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    broken: list[PluginInfo] = field(default_factory=list)
+    command_hooks: list[tuple[Any, str]] = field(default_factory=list)  # (function, plugin label)
+
+    # -- lookup ---------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.plugins[kind])
+
+    def info(self, kind: str, name: str) -> PluginInfo:
+        table = self.plugins[kind]
+        if name not in table:
+            names = self.names(kind)
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            broken = [b for b in self.broken if b.kind in (kind, "?")]
+            extra = ("" if not broken else " Some plugins failed to load: " +
+                     "; ".join(f"{b.entry_point} ({b.reason})" for b in broken) + ".")
+            raise PluginNotFoundError(
+                f"unknown {kind} {name!r}. Available {kind}s: {', '.join(names) or '(none)'}.{hint}{extra} "
+                f"Run `rendergrad plugins` to see every plugin and why any is unavailable.")
+        return table[name]
+
+    def get(self, kind: str, name: str) -> type:
+        info = self.info(kind, name)
+        if not info.available:
+            raise PluginUnavailableError(f"{kind} {name!r} is installed but unavailable here: {info.reason}")
+        assert info.cls is not None
+        return info.cls
+
+    def create(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
+        """Instantiate a plugin, turning a bad option into an error that lists the valid ones."""
+        cls = self.get(kind, name)
+        options = dict(options or {})
+        check_options(cls, options, f"{kind} {name!r}")
+        return cls(**options)
+
+    def all(self) -> list[PluginInfo]:
+        out = [i for k in KINDS for i in self.plugins[k].values()]
+        return sorted(out, key=lambda i: (list(KINDS).index(i.kind), i.name)) + self.broken
+
+
+def check_options(cls: type, options: dict[str, Any], what: str) -> None:
+    """Reject option names the constructor does not take, listing the ones it does."""
+    try:
+        sig = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return
+    params = [p for p in list(sig.parameters.values())[1:]]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        from .config import suggest
+        from .errors import ConfigError
+        raise ConfigError(f"{what}: unknown option {unknown[0]!r}{suggest(unknown[0], valid)}. "
+                          f"Valid options: {', '.join(valid) or '(none)'}")
+
+
+def _dist_of(ep: md.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "?", "?"
+    return dist.metadata["Name"], dist.version
+
+
+def discover(extra_plugins: list[Any] | None = None) -> Registry:
+    """Load every plugin from the ``rendergrad`` entry-point group (plus ``extra_plugins``)."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    reg = Registry()
+    sources: list[tuple[Any, str, str, str]] = []  # (module, dist, version, entry point)
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        dist, ver = _dist_of(ep)
+        label = f"{ep.name} = {ep.value}"
+        try:
+            module = ep.load()
+            pm.register(module, name=f"{dist}:{ep.name}")
+        except Exception as e:  # a broken plugin must never crash the host
+            reg.broken.append(PluginInfo("?", ep.name, None, dist, ver, label, False,
+                                         f"failed to load: {type(e).__name__}: {e}"))
+            continue
+        sources.append((module, dist, ver, label))
+    for obj in extra_plugins or []:
+        pm.register(obj)
+        sources.append((obj, getattr(obj, "__name__", "(in-process)"), "", "(registered in-process)"))
+
+    for module, dist, ver, label in sources:
+        if callable(getattr(module, "rendergrad_add_commands", None)):
+            reg.command_hooks.append((module.rendergrad_add_commands, label))
+        for kind, (hook, base) in KINDS.items():
+            fn = getattr(module, hook, None)
+            if fn is None:
+                continue
+            try:
+                classes = list(fn() or [])
+            except Exception as e:
+                reg.broken.append(PluginInfo(kind, label, None, dist, ver, label, False,
+                                             f"{hook}() raised {type(e).__name__}: {e}"))
+                continue
+            for cls in classes:
+                _add(reg, kind, base, cls, dist, ver, label)
+    return reg
+
+
+def _add(reg: Registry, kind: str, base: type, cls: Any, dist: str, ver: str, label: str) -> None:
+    name = getattr(cls, "name", "") or ""
+    if not (inspect.isclass(cls) and issubclass(cls, base)) or not name:
+        reg.broken.append(PluginInfo(kind, str(name or cls), None, dist, ver, label, False,
+                                     f"not a {base.__name__} subclass with a `name`"))
+        return
+    if name in reg.plugins[kind]:
+        prev = reg.plugins[kind][name]
+        reg.broken.append(PluginInfo(kind, name, cls, dist, ver, label, False,
+                                     f"duplicate {kind} name, already provided by {prev.distribution}"))
+        return
+    try:
+        ok, reason = cls.available()
+    except Exception as e:
+        ok, reason = False, f"available() raised {type(e).__name__}: {e}"
+    reg.plugins[kind][name] = PluginInfo(
+        kind, name, cls, dist, ver, label, bool(ok), str(reason or ""), Plugin.summary.__func__(cls),
+        bool(getattr(cls, "differentiable", False)) if kind == "renderer" else None)
+
+
+_default: Registry | None = None
+
+
+def registry(refresh: bool = False) -> Registry:
+    """The process-wide registry, discovered once."""
+    global _default
+    if _default is None or refresh:
+        _default = discover()
+    return _default

@@ -1,0 +1,103 @@
+"""``rendergrad run``: a validated config → :func:`optimize` → the output folder.
+
+Output folder layout (stable, documented in ARCHITECTURE):
+``result.json``, ``final.png``, ``target.png``, ``convergence.png``, ``run.log``, ``config.json``
+(the resolved config, used by ``--resume``), ``checkpoint/`` and optional ``snapshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from .callbacks import Snapshots
+from .config import validate
+from .errors import ConfigError
+from .imageio import load_image, save_png
+from .loop import Result, optimize
+from .plotting import convergence_plot
+from .registry import Registry, registry as default_registry
+
+CONFIG_NAME = "config.json"
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _logger(out: Path) -> logging.Logger:
+    log = logging.getLogger(f"rendergrad.run.{out}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    h = logging.FileHandler(out / "run.log")
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(h)
+    return log
+
+
+def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
+               registry: Registry | None = None) -> Result:
+    """Run a validated config, writing everything into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = validate(cfg)
+    (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
+    log = _logger(out)
+    log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
+    reg = registry or default_registry()
+    o = cfg["optimizer"]
+    target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
+    if target is None and "params" not in cfg["target"]:
+        log.info("no [target]: the objective runs without a reference image")
+    callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    try:
+        result = optimize(
+            cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"],
+            renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
+            estimator_options=cfg["estimator"]["options"], target=target,
+            target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
+            optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
+            seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
+            patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
+            progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
+            resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
+        )
+    except Exception as e:
+        log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
+        raise
+    write_outputs(out, result)
+    log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
+             result.wall_time_s, result.stopped)
+    return result
+
+
+def write_outputs(out: Path, result: Result) -> None:
+    (out / "result.json").write_text(json.dumps(_json_safe(result.to_json()), indent=2))
+    if result.final_image is not None:
+        save_png(out / "final.png", result.final_image)
+    if result.target_image is not None and result.target_image.ndim == 3:
+        save_png(out / "target.png", result.target_image)
+    convergence_plot(out / "convergence.png", {result.estimator: result.history},
+                     title=f"{result.renderer} / {result.estimator}")
+
+
+def resume_dir(out: str | Path, *, progress: bool = True, registry: Registry | None = None) -> Result:
+    """Continue the run whose output folder is ``out``."""
+    out = Path(out)
+    path = out / CONFIG_NAME
+    if not path.exists():
+        raise ConfigError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME}); "
+                          "start it with `rendergrad run FILE --out DIR`")
+    cfg = json.loads(path.read_text())
+    return run_config(cfg, out, resume=True, progress=progress, registry=registry)

@@ -1,0 +1,1 @@
+"""Built-in estimators and objectives, registered through the ``rendergrad`` entry-point group."""

@@ -1,0 +1,1 @@
+"""Built-in renderers, registered through the ``rendergrad`` entry-point group."""
