@@ -67,6 +67,14 @@ class Renderer(Plugin):
     def close(self) -> None:
         """Release processes, sockets, GPU memory. Called once when a run ends."""
 
+    def light_parameters(self) -> list[str]:
+        """Names of parameters that scale one light's emission linearly (an energy, a radiance).
+
+        Declaring them lets tools such as OLAT capture render each light alone (that parameter
+        at its unit value, every other light parameter at 0). Default: none.
+        """
+        return []
+
     # Optional: renderers with internal randomness (per-render seeds) return it here so a
     # resumed run continues bit-identically.
     def state_dict(self) -> dict[str, Any]:
