@@ -125,6 +125,9 @@ class StepContext:
     step: int
     total_steps: int
     generator: torch.Generator
+    # The run's render budget, if any: schedules (σ annealing) measure progress against
+    # whichever of steps or renders runs out first.
+    max_renders: int | None = None
 
 
 @dataclass

@@ -211,7 +211,7 @@ def optimize(
                 stopped = "max_renders"
                 break
             step_start_rng = (gen.get_state(), torch.get_rng_state(), renderer.state_dict())
-            ctx = StepContext(step=step, total_steps=steps, generator=gen)
+            ctx = StepContext(step=step, total_steps=steps, generator=gen, max_renders=max_renders)
             u_now = u.detach().clone()
             est = estimator.estimate(evaluator, u_now, ctx)
             grad = torch.as_tensor(est.grad).detach().reshape(-1).to(u.dtype)
