@@ -1,0 +1,165 @@
+"""``prdpt``: plateau-reduced gradients by Gaussian smoothing of the objective.
+
+The estimator descends ``g = κ_σ * f``, the objective convolved with a Gaussian in parameter
+space. Where ``f`` is flat (an object that does not overlap its target), ``g`` still slopes
+towards the optimum, because the kernel reaches across the plateau.
+
+Three ways to estimate ``∇g`` (option ``sampler``):
+
+* ``"gaussian"`` (default) — the multivariate score-function estimator
+  ``∇g(u) = E[(f(u+ε) − f(u−ε)) ε / (2σ²)]``, ``ε ~ N(0, diag σ²)``, with antithetic pairs.
+  Exact (unbiased for ``∇g``) in any number of dimensions.
+* ``"importance"`` — the per-dimension importance sampling of the original PRDPT code: each
+  coordinate of the offset is drawn from ``|∂κ/∂x|`` (``τ = sqrt(−2σ² log ξ)``, random sign),
+  weight ``sign(τ_i) · sqrt(2/π) / σ_i``. Zero variance in 1-D; in n-D the other coordinates are
+  not Gaussian, so the components are gradients of differently-smoothed objectives. Kept so the
+  two can be compared.
+* ``mode="reparam"`` — the reparameterised estimator ``E[∇f(u+ε)]`` ("κ∂P") for differentiable
+  renderers: lower variance, one backward pass per sample.
+
+``qmc=True`` draws the offsets from a scrambled Sobol sequence (fresh scramble each step, seeded
+from the run's generator) instead of pseudo-random numbers.
+
+The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
+estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
+reports ``f(u)`` exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
+from rendergrad.errors import ConfigError
+from rendergrad.params import ParamSpace
+
+from .schedules import SigmaSchedule, progress
+
+SAMPLERS = ("gaussian", "importance")
+MODES = ("score", "reparam")
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _seed_from(gen: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+
+
+def uniform_samples(m: int, n: int, gen: torch.Generator, qmc: bool, dtype=torch.float64) -> torch.Tensor:
+    """``[m, n]`` uniforms in (0, 1): pseudo-random, or a freshly scrambled Sobol set."""
+    if qmc:
+        if n > torch.quasirandom.SobolEngine.MAXDIM:
+            raise ConfigError(f"qmc=True supports at most {torch.quasirandom.SobolEngine.MAXDIM} parameters "
+                              f"(Sobol); this space has {n}. Set qmc = false.")
+        eng = torch.quasirandom.SobolEngine(n, scramble=True, seed=_seed_from(gen))
+        xi = eng.draw(m, dtype=dtype)
+    else:
+        xi = torch.rand(m, n, generator=gen, dtype=dtype)
+    return xi.clamp(1e-12, 1.0 - 1e-12)
+
+
+def gaussian_offsets(m: int, n: int, gen: torch.Generator, qmc: bool) -> torch.Tensor:
+    """``[m, n]`` standard normal offsets (inverse CDF of the uniforms, so QMC carries over)."""
+    if not qmc:
+        return torch.randn(m, n, generator=gen, dtype=torch.float64)
+    xi = uniform_samples(m, n, gen, qmc)
+    return math.sqrt(2.0) * torch.erfinv(2.0 * xi - 1.0)
+
+
+def kernel_gradient_offsets(m: int, n: int, gen: torch.Generator, qmc: bool) -> torch.Tensor:
+    """``[m, n]`` offsets for σ = 1 with density ∝ |x| exp(−x²/2) per coordinate (random sign).
+
+    Inverse CDF of the PRDPT importance density: a Rayleigh magnitude ``sqrt(−2 log ξ)`` with
+    the sign taken from which half of (0, 1) the uniform fell in.
+    """
+    xi = uniform_samples(m, n, gen, qmc)
+    sign = torch.where(xi < 0.5, -1.0, 1.0).to(xi.dtype)
+    half = torch.where(xi < 0.5, 2.0 * xi, 2.0 * (1.0 - xi)).clamp(1e-12, 1.0)
+    return sign * torch.sqrt(-2.0 * torch.log(half))
+
+
+class PRDPT(GradientEstimator):
+    """Gaussian-smoothed gradients (PRDPT): crosses plateaus with forward renders only."""
+
+    name = "prdpt"
+
+    def __init__(self, sigma: float = 0.5, sigma_min: float = 0.01, schedule: str | Callable = "paper",
+                 anneal_start: float = 0.5, points: Sequence[Sequence[float]] | None = None,
+                 samples: int = 2, antithetic: bool = True, sampler: str = "gaussian",
+                 mode: str = "score", qmc: bool = False, center: bool = False):
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
+        if mode not in MODES:
+            raise ConfigError(f"prdpt: mode {mode!r} is not one of {MODES}")
+        if mode == "reparam" and sampler != "gaussian":
+            raise ConfigError("prdpt: mode='reparam' samples the Gaussian itself; use sampler='gaussian'")
+        if not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"prdpt: samples (renders per step) must be a positive integer, got {samples!r}")
+        if antithetic and samples % 2:
+            raise ConfigError(f"prdpt: with antithetic pairs, samples must be even (got {samples}); "
+                              "use an even number or antithetic = false")
+        if mode == "score" and not antithetic and samples < 2:
+            raise ConfigError("prdpt: the score estimator without antithetic pairs needs samples >= 2 "
+                              "(it subtracts the batch mean as a baseline)")
+        self.schedule = SigmaSchedule(schedule, sigma=sigma, sigma_min=sigma_min, anneal_start=anneal_start,
+                                      points=points, who="prdpt")
+        self.samples, self.antithetic, self.sampler, self.mode = samples, bool(antithetic), sampler, mode
+        self.qmc, self.center = bool(qmc), bool(center)
+        # An instance attribute: the loop checks it, so the reparameterised mode refuses
+        # forward-only renderers up front.
+        self.requires_differentiable = mode == "reparam"
+        self.scales: torch.Tensor | None = None
+
+    def setup(self, space: ParamSpace, total_steps: int) -> None:
+        super().setup(space, total_steps)
+        self.scales = space.sigma_scales()
+
+    def sigma_at(self, ctx: StepContext, renders: int = 0) -> float:
+        return self.schedule(progress(ctx.step, ctx.total_steps, renders, ctx.max_renders))
+
+    # -- the estimator ---------------------------------------------------------------------
+    def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
+        n = u.shape[0]
+        scales = self.scales if self.scales is not None and self.scales.shape[0] == n \
+            else torch.ones(n, dtype=torch.float64)
+        sigma = self.sigma_at(ctx, getattr(loss_fn, "renders", 0))
+        sig = (sigma * scales).to(u.dtype)                               # per-coordinate σ
+        m = self.samples // 2 if self.antithetic else self.samples       # independent draws
+        if self.sampler == "importance":
+            z = kernel_gradient_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
+        else:
+            z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
+        eps = z * sig
+        offsets = torch.cat([eps, -eps]) if self.antithetic else eps
+
+        if self.mode == "reparam":
+            x = (u.unsqueeze(0) + offsets).detach().requires_grad_(True)
+            losses = loss_fn(x, differentiable=True)
+            (g,) = torch.autograd.grad(losses.sum(), x, allow_unused=True)
+            grad = torch.zeros_like(u) if g is None else g.detach().mean(0)
+            losses = losses.detach()
+        else:
+            losses = loss_fn(u.unsqueeze(0) + offsets).detach().to(u.dtype)
+            if self.antithetic:
+                diff = (losses[:m] - losses[m:]) / 2.0                     # f(u+ε) − f(u−ε), halved
+            else:
+                diff = losses - losses.mean()                              # baseline: unbiased up to 1/N
+                diff = diff * (m / (m - 1))
+            if self.sampler == "importance":
+                weights = torch.sign(z) * SQRT_2_OVER_PI / sig             # ∂κ/p per coordinate
+            else:
+                weights = z / sig                                          # score: ε/σ² = z/σ
+            grad = (diff[:, None] * weights).mean(0)
+        renders = offsets.shape[0]
+        loss = float(losses.mean())
+        if self.center:
+            loss = float(loss_fn(u.unsqueeze(0))[0])
+            renders += 1
+        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma})
+
+
+@hookimpl
+def rendergrad_estimators():
+    return [PRDPT]

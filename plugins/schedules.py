@@ -1,0 +1,99 @@
+"""Smoothing-scale (σ) schedules shared by the ``prdpt`` and ``zerograds`` estimators.
+
+Why a schedule at all: a wide kernel sees past plateaus and local minima but blurs the
+optimum (the smoothed objective's minimum is not sharp, and Monte Carlo noise grows with σ);
+a narrow kernel is precise but blind. Starting wide and ending narrow gets both.
+
+Progress is measured as the larger of ``step / total_steps`` and ``renders / max_renders``
+(when the run has a render budget), so an anneal planned for "the second half of the run"
+really happens in the second half whichever limit ends the run.
+
+Schedules return σ itself, in normalised units (fractions of each parameter's range);
+per-parameter ``sigma_scale`` factors are applied by the estimator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+from rendergrad.errors import ConfigError
+
+SCHEDULES = ("paper", "constant", "exponential", "points")
+
+
+def progress(step: int, total_steps: int, renders: int = 0, max_renders: int | None = None) -> float:
+    """Fraction of the run done, in ``[0, 1]``: the further along of steps and renders."""
+    p = step / total_steps if total_steps and total_steps > 0 else 0.0
+    if max_renders:
+        p = max(p, renders / max_renders)
+    return min(max(p, 0.0), 1.0)
+
+
+class SigmaSchedule:
+    """σ as a function of run progress ``p ∈ [0, 1]``.
+
+    * ``paper``: constant ``sigma`` until ``anneal_start`` (default half the run), then linear
+      down to ``sigma_min`` at the end (PRDPT's schedule);
+    * ``constant``: ``sigma`` throughout;
+    * ``exponential``: constant until ``anneal_start``, then geometric from ``sigma`` to
+      ``sigma_min`` (equal *ratios* per step: spends more of the run at small σ than linear);
+    * ``points``: piecewise-linear through user-given ``(progress, sigma)`` pairs, e.g.
+      ``[[0, 0.5], [0.3, 0.5], [1, 0.02]]``; or any Python callable ``p -> sigma``.
+    """
+
+    def __init__(self, kind: str | Callable[[float], float] = "paper", sigma: float = 0.5,
+                 sigma_min: float = 0.01, anneal_start: float = 0.5,
+                 points: Sequence[Sequence[float]] | None = None, who: str = "estimator"):
+        self.fn: Callable[[float], float] | None = None
+        if callable(kind):
+            self.fn, kind = kind, "callable"
+        elif points is not None and kind == "paper":
+            kind = "points"
+        if kind not in SCHEDULES + ("callable",):
+            raise ConfigError(f"{who}: schedule {kind!r} is not one of {', '.join(SCHEDULES)} "
+                              "(or pass `points = [[progress, sigma], ...]`)")
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ConfigError(f"{who}: sigma must be a positive number, got {sigma!r}")
+        if not (0 < sigma_min <= sigma):
+            raise ConfigError(f"{who}: sigma_min must be in (0, sigma]; got sigma_min={sigma_min}, sigma={sigma}")
+        if not (0.0 <= anneal_start < 1.0):
+            raise ConfigError(f"{who}: anneal_start is a fraction of the run in [0, 1), got {anneal_start}")
+        self.kind, self.sigma, self.sigma_min, self.anneal_start = kind, float(sigma), float(sigma_min), \
+            float(anneal_start)
+        self.points: list[tuple[float, float]] = []
+        if kind == "points":
+            if not points or any(len(p) != 2 for p in points):
+                raise ConfigError(f"{who}: schedule 'points' needs points = [[progress, sigma], ...] "
+                                  "with at least one pair")
+            pts = sorted((float(a), float(b)) for a, b in points)
+            if any(not (0 <= a <= 1) or not b > 0 for a, b in pts):
+                raise ConfigError(f"{who}: schedule points need progress in [0, 1] and sigma > 0, got {pts}")
+            self.points = pts
+
+    def __call__(self, p: float) -> float:
+        if self.fn is not None:
+            s = float(self.fn(p))
+            if not (s > 0 and math.isfinite(s)):
+                raise ConfigError(f"the sigma schedule returned {s!r} at progress {p:.3f}; it must be > 0")
+            return s
+        if self.kind == "constant":
+            return self.sigma
+        if self.kind == "points":
+            pts = self.points
+            if p <= pts[0][0]:
+                return pts[0][1]
+            for (a0, s0), (a1, s1) in zip(pts, pts[1:]):
+                if p <= a1:
+                    return s0 + (s1 - s0) * (p - a0) / max(a1 - a0, 1e-12)
+            return pts[-1][1]
+        if p <= self.anneal_start:
+            return self.sigma
+        t = (p - self.anneal_start) / (1.0 - self.anneal_start)
+        if self.kind == "exponential":
+            return self.sigma * (self.sigma_min / self.sigma) ** t
+        return self.sigma + (self.sigma_min - self.sigma) * t  # paper: linear
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "sigma": self.sigma, "sigma_min": self.sigma_min,
+                "anneal_start": self.anneal_start, "points": self.points}

@@ -1,0 +1,224 @@
+"""PRDPT: the estimate is the gradient of the Gaussian-smoothed objective, and it optimizes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import rendergrad as rg
+from rendergrad import Param, ParamSpace, Renderer, StepContext
+from rendergrad.errors import ConfigError, IncompatiblePluginsError
+from rendergrad.evaluation import BatchEvaluator
+from rendergrad.plugins.objectives import MSE
+from rendergrad.plugins.prdpt import PRDPT, kernel_gradient_offsets
+from rendergrad.plugins.schedules import SigmaSchedule, progress
+
+
+class Poly(Renderer):
+    """A [B,1,1,1] "image" whose value is a polynomial of u (bounds [0, 1], so u = theta)."""
+
+    name = "poly"
+    differentiable = True
+
+    def __init__(self, n: int = 3, power: int = 2, center: float = 0.5, scale=None):
+        self.n, self.power, self.center = n, power, center
+        self.scale = torch.ones(n, dtype=torch.float64) if scale is None else torch.as_tensor(scale, dtype=torch.float64)
+
+    def parameter_space(self) -> ParamSpace:
+        return ParamSpace([Param("x", shape=(self.n,), init=0.5)])
+
+    def render(self, theta):
+        v = (self.scale.to(theta.dtype) * (theta - self.center) ** self.power).sum(-1)
+        return v.reshape(-1, 1, 1, 1)
+
+
+class Identity(rg.Objective):
+    name = "identity"
+
+    def loss(self, images, target):
+        return images.flatten(1).mean(1)
+
+
+def evaluator(renderer):
+    return BatchEvaluator(renderer, Identity(), renderer.parameter_space(), None)
+
+
+def estimates(est, renderer, u, reps, seed=0, step=0, total=100):
+    ev = evaluator(renderer)
+    est.setup(renderer.parameter_space(), total)
+    gen = torch.Generator().manual_seed(seed)
+    out = [est.estimate(ev, u.clone(), StepContext(step, total, gen)).grad for _ in range(reps)]
+    return torch.stack(out), ev
+
+
+def assert_matches(samples: torch.Tensor, expected: torch.Tensor, k: float = 4.5):
+    mean = samples.mean(0)
+    se = samples.std(0) / math.sqrt(samples.shape[0])
+    assert torch.all((mean - expected).abs() <= k * se + 1e-9), (mean, expected, se)
+
+
+def test_score_estimate_matches_smoothed_quadratic_gradient():
+    # f(u) = Σ a_i (u_i − c)²; g = κ_σ * f = f + Σ a_i σ²  →  ∇g = 2 a (u − c)
+    a = torch.tensor([1.0, 3.0, -2.0], dtype=torch.float64)
+    r = Poly(3, 2, scale=a)
+    u = torch.tensor([0.45, 0.6, 0.52], dtype=torch.float64)
+    grads, ev = estimates(PRDPT(sigma=0.05, schedule="constant", samples=8), r, u, 600)
+    assert ev.renders == 600 * 8
+    assert_matches(grads, 2 * a * (u - 0.5))
+
+
+def test_score_estimate_matches_smoothed_quartic_gradient():
+    # f = Σ (u−c)^4: smoothing changes the gradient: ∇g = 4 d³ + 12 σ² d. The σ² term is ~3x the
+    # plain gradient here, so an estimator of ∇f (not ∇g) would fail this test.
+    r = Poly(2, 4)
+    u = torch.tensor([0.55, 0.42], dtype=torch.float64)
+    sigma = 0.1
+    grads, _ = estimates(PRDPT(sigma=sigma, schedule="constant", samples=16), r, u, 800)
+    d = u - 0.5
+    expected = 4 * d**3 + 12 * sigma**2 * d
+    assert_matches(grads, expected)
+    assert (expected - 4 * d**3).abs().min() > 6 * (grads.std(0) / math.sqrt(800)).max()
+
+
+def test_per_parameter_sigma_scale_is_applied():
+    # sigma_scale 3 on one coordinate: its smoothed quartic gradient uses σ_i = 3σ.
+    class Scaled(Poly):
+        def parameter_space(self):
+            return ParamSpace([Param("a", init=0.5), Param("b", init=0.5, sigma_scale=3.0)])
+    r = Scaled(2, 4)
+    u = torch.tensor([0.56, 0.56], dtype=torch.float64)
+    sigma = 0.05
+    grads, _ = estimates(PRDPT(sigma=sigma, schedule="constant", samples=16), r, u, 800)
+    d = u - 0.5
+    sig = torch.tensor([sigma, 3 * sigma], dtype=torch.float64)
+    assert_matches(grads, 4 * d**3 + 12 * sig**2 * d)
+
+
+def test_antithetic_pairs_cancel_for_an_even_function():
+    r = Poly(4, 2)
+    u = torch.full((4,), 0.5, dtype=torch.float64)
+    grads, _ = estimates(PRDPT(sigma=0.2, schedule="constant", samples=2), r, u, 20)
+    assert grads.abs().max() < 1e-6  # zero up to float32 rendering round-off
+    grads_plain, _ = estimates(PRDPT(sigma=0.2, schedule="constant", samples=2, antithetic=False), r, u, 20)
+    assert grads_plain.abs().max() > 1e-3
+
+
+def test_importance_variant_is_unbiased_in_one_dimension():
+    r = Poly(1, 4)
+    u = torch.tensor([0.6], dtype=torch.float64)
+    sigma = 0.1
+    grads, _ = estimates(PRDPT(sigma=sigma, schedule="constant", sampler="importance", samples=8), r, u, 800)
+    d = u - 0.5
+    assert_matches(grads, 4 * d**3 + 12 * sigma**2 * d)
+
+
+def test_importance_offsets_follow_the_kernel_derivative_density():
+    z = kernel_gradient_offsets(200_000, 1, torch.Generator().manual_seed(0), qmc=False)
+    # |z| is Rayleigh(1): E|z| = sqrt(π/2), E z² = 2; signs balanced
+    assert abs(z.abs().mean().item() - math.sqrt(math.pi / 2)) < 0.01
+    assert abs((z**2).mean().item() - 2.0) < 0.03
+    assert abs((z > 0).double().mean().item() - 0.5) < 0.01
+
+
+def test_sobol_offsets_reduce_variance():
+    r = Poly(2, 2, scale=[1.0, 2.0])
+    u = torch.tensor([0.55, 0.45], dtype=torch.float64)
+    plain, _ = estimates(PRDPT(sigma=0.05, schedule="constant", samples=32), r, u, 200)
+    sobol, _ = estimates(PRDPT(sigma=0.05, schedule="constant", samples=32, qmc=True), r, u, 200)
+    expected = 2 * torch.tensor([1.0, 2.0], dtype=torch.float64) * (u - 0.5)
+    assert_matches(sobol, expected)
+    assert (sobol.var(0).sum() < plain.var(0).sum())
+
+
+def test_reparameterised_mode_matches_and_needs_gradients():
+    r = Poly(2, 4)
+    u = torch.tensor([0.58, 0.47], dtype=torch.float64)
+    sigma = 0.1
+    grads, _ = estimates(PRDPT(sigma=sigma, schedule="constant", samples=8, mode="reparam"), r, u, 300)
+    d = u - 0.5
+    assert_matches(grads, 4 * d**3 + 12 * sigma**2 * d)
+
+    class Forward(Poly):
+        differentiable = False
+    with pytest.raises(IncompatiblePluginsError):
+        rg.optimize(Forward(2, 2), Identity(), PRDPT(mode="reparam"), steps=2)
+
+
+def test_reported_loss_is_a_loss_not_a_gradient():
+    r = Poly(2, 2)
+    ev = evaluator(r)
+    est = PRDPT(sigma=0.01, schedule="constant", center=True)
+    est.setup(r.parameter_space(), 10)
+    u = torch.tensor([0.8, 0.3], dtype=torch.float64)
+    e = est.estimate(ev, u, StepContext(0, 10, torch.Generator().manual_seed(0)))
+    assert e.loss == pytest.approx(0.3**2 + 0.2**2, rel=1e-5)
+    assert e.renders == 3 and ev.renders == 3
+    e2 = PRDPT(sigma=0.01, schedule="constant")
+    e2.setup(r.parameter_space(), 10)
+    e2 = e2.estimate(ev, u, StepContext(0, 10, torch.Generator().manual_seed(0)))
+    assert e2.loss == pytest.approx(0.13, rel=0.01)  # mean of the rendered losses: ≈ g(u)
+    assert e2.info == {"sigma": 0.01}
+
+
+def test_schedules():
+    paper = SigmaSchedule("paper", sigma=0.5, sigma_min=0.01)
+    assert paper(0.0) == paper(0.5) == 0.5
+    assert paper(0.75) == pytest.approx(0.255)
+    assert paper(1.0) == pytest.approx(0.01)
+    expo = SigmaSchedule("exponential", sigma=0.5, sigma_min=0.005)
+    assert expo(0.75) == pytest.approx(0.05)
+    pts = SigmaSchedule(points=[[0, 0.4], [0.5, 0.2], [1.0, 0.1]])
+    assert pts(0.25) == pytest.approx(0.3) and pts(0.9) == pytest.approx(0.12)
+    assert SigmaSchedule(lambda p: 0.3 - 0.2 * p)(0.5) == pytest.approx(0.2)
+    # progress follows whichever budget runs out first
+    assert progress(10, 100, renders=50, max_renders=100) == 0.5
+    assert progress(60, 100, renders=50, max_renders=100) == 0.6
+    with pytest.raises(ConfigError, match="schedule"):
+        SigmaSchedule("cosine")
+    with pytest.raises(ConfigError, match="sigma_min"):
+        SigmaSchedule(sigma=0.1, sigma_min=0.2)
+
+
+def test_bad_options_are_refused_with_a_hint():
+    with pytest.raises(ConfigError, match="even"):
+        PRDPT(samples=3)
+    with pytest.raises(ConfigError, match="sampler"):
+        PRDPT(sampler="uniform")
+    with pytest.raises(ConfigError, match="mode"):
+        PRDPT(mode="adjoint")
+
+
+PLATEAU = {
+    "resolution": 32, "mode": "hard",
+    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.1, "color": [1.0, 0.45, 0.2]}],
+    # bounds keep the disc inside the frame: a disc leaving the frame lowers the loss and
+    # would make the frame's edges false minima
+    "params": [{"name": "x", "init": 0.25, "low": 0.12, "high": 0.88},
+               {"name": "y", "init": 0.75, "low": 0.12, "high": 0.88}],
+}
+
+
+def test_crosses_the_plateau_where_analytic_cannot():
+    target = {"x": 0.7, "y": 0.3}
+    res = rg.optimize("toy", "mse", "prdpt", renderer_options=PLATEAU, target_params=target,
+                      lr=0.02, steps=300, max_renders=600, seed=1)
+    err = math.dist([res.params["x"], res.params["y"]], [0.7, 0.3])
+    assert err < 0.03, res.params
+    assert res.evaluations == 600
+    soft = dict(PLATEAU, mode="soft", softness=0.02)
+    stuck = rg.optimize("toy", "mse", "analytic", renderer_options=soft, target_params=target,
+                        lr=0.02, steps=50, seed=1)
+    assert stuck.params == pytest.approx({"x": 0.25, "y": 0.75})
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    target = {"x": 0.7, "y": 0.3}
+    kw = dict(renderer_options=PLATEAU, target_params=target, lr=0.02, seed=3,
+              estimator_options={"samples": 4, "qmc": True, "schedule": "constant", "sigma": 0.3})
+    full = rg.optimize("toy", "mse", "prdpt", steps=30, **kw)
+    rg.optimize("toy", "mse", "prdpt", steps=30, max_renders=60, checkpoint_dir=tmp_path, **kw)
+    resumed = rg.optimize("toy", "mse", "prdpt", steps=30, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert torch.equal(full.u, resumed.u)
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
