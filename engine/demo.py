@@ -20,10 +20,14 @@ from .plotting import convergence_plot, image_grid
 from .registry import registry
 
 SCENE: dict[str, Any] = {
-    "resolution": 64, "mode": "soft", "softness": 0.02,
+    "resolution": 64, "mode": "soft", "softness": 2.0,
     "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.1, "color": [1.0, 0.45, 0.2]}],
-    "params": [{"name": "x", "init": 0.25}, {"name": "y", "init": 0.75}],
+    # The disc stays inside the frame: pushing it out of view would also lower the loss.
+    "params": [{"name": "x", "low": 0.12, "high": 0.88, "init": 0.25},
+               {"name": "y", "low": 0.12, "high": 0.88, "init": 0.75}],
 }
+START = {"x": 0.25, "y": 0.75}
+SOLVED = 0.01  # parameter error below which a run counts as solved
 TARGET = {"x": 0.7, "y": 0.3}
 
 
@@ -47,9 +51,8 @@ def run_demo(out: Path, *, budget: int = 400, seed: int = 0, progress: bool = Tr
             start_img = renderer.render(renderer.parameter_space().initial_theta().float()[None])[0]
             target_img = res.target_image
         err = math.dist([res.params["x"], res.params["y"]], [TARGET["x"], TARGET["y"]])
-        start_err = math.dist([0.25, 0.75], [TARGET["x"], TARGET["y"]])
         rows.append({"estimator": name, "renders": res.evaluations, "loss": res.loss, "param_error": err,
-                     "moved": abs(err - start_err) > 1e-3, "wall_s": time.perf_counter() - t0})
+                     "solved": err < SOLVED, "wall_s": time.perf_counter() - t0})
         curves[name] = res.history
         images.append((name, res.final_image))
     if images:
@@ -65,16 +68,17 @@ def run_demo(out: Path, *, budget: int = 400, seed: int = 0, progress: bool = Tr
 
 
 def render_table(rows: list[dict[str, Any]], budget: int) -> str:
-    lines = [f"Plateau task: disc from (0.25, 0.75) to ({TARGET['x']}, {TARGET['y']}), no overlap at the start; "
-             f"budget {budget} renders per estimator.", "",
-             "| estimator | renders | final loss | parameter error | moved off the plateau | wall s |",
+    start_err = math.dist([START["x"], START["y"]], [TARGET["x"], TARGET["y"]])
+    lines = [f"Plateau task: disc from ({START['x']}, {START['y']}) to ({TARGET['x']}, {TARGET['y']}), no overlap at "
+             f"the start (parameter error {start_err:.3f}); budget {budget} renders per estimator.", "",
+             f"| estimator | renders | final loss | parameter error | solved (< {SOLVED}) | wall s |",
              "|---|---:|---:|---:|---|---:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['estimator']} | | | | failed: {r['error']} | |")
         else:
             lines.append(f"| {r['estimator']} | {r['renders']} | {r['loss']:.3g} | {r['param_error']:.3g} | "
-                         f"{'yes' if r['moved'] else 'no'} | {r['wall_s']:.2f} |")
+                         f"{'yes' if r['solved'] else 'no'} | {r['wall_s']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -149,7 +149,9 @@ def optimize(
         theta_t = space.flatten(target_params, what="target.params")
         target = evaluator.preview(theta_t.unsqueeze(0))[0].detach()
     if target is not None:
-        target = torch.as_tensor(target).float()
+        target = torch.as_tensor(target)
+        if not target.is_floating_point():
+            target = target.float()
     objective.prepare(target)
     evaluator.target = target
 

@@ -5,9 +5,15 @@ default for demos, tests and benchmarks. Two modes show the problem this project
 
 * ``mode="hard"``: binary coverage, forward-only. An object that does not overlap its target
   leaves the loss flat: a plateau with zero gradient everywhere.
-* ``mode="soft"``: coverage ramps linearly over ``softness`` (in image widths) across each
-  edge; differentiable, but the gradient is *exactly* zero wherever no edge pixel overlaps
-  the target, so the plateau remains for analytic gradients.
+* ``mode="soft"``: every edge is blurred by a Gaussian of standard deviation ``softness``
+  pixels (an erf profile). Differentiable, and band-limited: moving a shape by a fraction of a
+  pixel leaves its image energy unchanged (to ~1e-17 for the default 2 px), so where shapes
+  do not overlap their targets the loss is flat and the analytic gradient is numerically zero.
+  A hard-stepped or linearly ramped edge would instead leave pixel-grid ripples that an
+  optimizer such as Adam, which normalises gradient magnitudes, turns into a random walk.
+
+Images are float64 so that flatness survives the loss computation; the evaluation path
+accepts any floating dtype.
 
 A scene is a list of shapes painted in order over a background. Any numeric field of a shape
 can be bound to a parameter by giving its name as a string (``"x"`` or ``"$x"``); the
@@ -50,14 +56,14 @@ class ToyRenderer(Renderer):
 
     name = "toy"
 
-    def __init__(self, resolution: int | Sequence[int] = 64, mode: str = "hard", softness: float = 0.02,
+    def __init__(self, resolution: int | Sequence[int] = 64, mode: str = "hard", softness: float = 2.0,
                  background: Sequence[float] = (0.05, 0.05, 0.08),
                  shapes: Sequence[Mapping[str, Any]] | None = None,
                  params: Sequence[Mapping[str, Any]] | None = None, device: str = "cpu"):
         if mode not in ("hard", "soft"):
             raise ConfigError(f"toy renderer: mode must be 'hard' or 'soft', got {mode!r}")
         if not softness > 0:
-            raise ConfigError("toy renderer: softness must be > 0")
+            raise ConfigError("toy renderer: softness (edge blur in pixels) must be > 0")
         self.mode = mode
         self.differentiable = mode == "soft"
         self.softness = float(softness)
@@ -66,14 +72,15 @@ class ToyRenderer(Renderer):
             raise ConfigError("toy renderer: resolution must be positive")
         self.height, self.width = int(h), int(w)
         self.device = torch.device(device)
-        self.background = torch.tensor(list(background), dtype=torch.float32, device=self.device)
+        self.dtype = torch.float64
+        self.background = torch.tensor(list(background), dtype=self.dtype, device=self.device)
         if self.background.shape != (3,):
             raise ConfigError("toy renderer: background must be 3 numbers (linear RGB)")
         self.shapes = [dict(s) for s in (DEFAULT_SHAPES if shapes is None else shapes)]
         self.space = ParamSpace.from_config(DEFAULT_PARAMS if params is None and shapes is None else (params or []))
         self._validate_shapes()
-        ys = (torch.arange(self.height, dtype=torch.float32, device=self.device) + 0.5) / self.height
-        xs = (torch.arange(self.width, dtype=torch.float32, device=self.device) + 0.5) / self.width
+        ys = (torch.arange(self.height, dtype=self.dtype, device=self.device) + 0.5) / self.height
+        xs = (torch.arange(self.width, dtype=self.dtype, device=self.device) + 0.5) / self.width
         self._gy, self._gx = torch.meshgrid(ys, xs, indexing="ij")  # [H, W]
 
     def _validate_shapes(self) -> None:
@@ -110,17 +117,18 @@ class ToyRenderer(Renderer):
         v = shape.get(key, SHAPE_FIELDS[shape["type"]][key])
         ref = _ref(v)
         if ref is not None:
-            return values[ref].to(self.device, torch.float32)
-        return torch.as_tensor(v, dtype=torch.float32, device=self.device).expand(b, *torch.as_tensor(v).shape)
+            return values[ref].to(self.device, self.dtype)
+        return torch.as_tensor(v, dtype=self.dtype, device=self.device).expand(b, *torch.as_tensor(v).shape)
 
     def _coverage(self, sdf: torch.Tensor) -> torch.Tensor:
-        """Signed distance (negative inside, image widths) → coverage in [0, 1]."""
+        """Signed distance (negative inside, image heights) → coverage in [0, 1]."""
         if self.mode == "hard":
-            return (sdf <= 0).to(torch.float32)
-        return torch.clamp(0.5 - sdf / self.softness, 0.0, 1.0)
+            return (sdf <= 0).to(self.dtype)
+        sigma = self.softness / self.height
+        return 0.5 * torch.erfc(sdf / (sigma * 2 ** 0.5))
 
     def render(self, theta: torch.Tensor) -> torch.Tensor:
-        theta = torch.as_tensor(theta, dtype=torch.float32, device=self.device)
+        theta = torch.as_tensor(theta, device=self.device).to(self.dtype)
         if theta.ndim == 1:
             theta = theta.unsqueeze(0)
         b = theta.shape[0]
@@ -132,7 +140,7 @@ class ToyRenderer(Renderer):
             col = (lambda k: self._field(s, k, values, b))
             opacity = col("opacity").reshape(b, 1, 1)
             if s["type"] == "texture":
-                tex = values[_ref(s["image"])].to(self.device, torch.float32)  # [B, h, w, 3]
+                tex = values[_ref(s["image"])].to(self.device, self.dtype)  # [B, h, w, 3]
                 tex = torch.nn.functional.interpolate(tex.permute(0, 3, 1, 2), size=(self.height, self.width),
                                                       mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
                 a = opacity.unsqueeze(-1)
@@ -145,7 +153,7 @@ class ToyRenderer(Renderer):
                 sdf = torch.sqrt(dx * dx + dy * dy + 1e-12) - r
             else:
                 hw, hh = col("width").reshape(b, 1, 1) / 2, col("height").reshape(b, 1, 1) / 2
-                qx, qy = (gx - x).abs() - hw, (gy - y).abs() - hh
+                qx, qy = ((gx - x).abs() - hw) * aspect, (gy - y).abs() - hh
                 outside = torch.sqrt(qx.clamp_min(0) ** 2 + qy.clamp_min(0) ** 2 + 1e-12)
                 sdf = outside + torch.minimum(torch.maximum(qx, qy), torch.zeros_like(qx))
             a = (self._coverage(sdf) * opacity).unsqueeze(-1)  # [B, H, W, 1]
