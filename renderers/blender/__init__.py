@@ -29,7 +29,7 @@ class BlenderRenderer(BridgeRenderer):
     def __init__(self, scene: str | None = None, params: Sequence[dict[str, Any]] | None = None,
                  engine: str = "cycles", resolution: int | Sequence[int] = 64, samples: int = 16,
                  denoise: bool = False, threads: int | None = None, channels: int = 3,
-                 max_bounces: int | None = None, workers: int = 1, endpoints: str | Sequence[str] | None = None,
+                 max_bounces: int | None = None, persistent_data: bool = False, workers: int = 1, endpoints: str | Sequence[str] | None = None,
                  blender: str | None = None, transport: str = "ipc", timeout: float = 120.0,
                  startup_timeout: float = 180.0, retries: int = 2, max_restarts: int = 5, seed: int = 0,
                  chunk_size: int | None = None):
@@ -46,7 +46,7 @@ class BlenderRenderer(BridgeRenderer):
                               "and `params`, or `endpoints` to attach to running Blender servers")
         options = {"scene": str(Path(scene).expanduser().resolve()), "params": list(params or []), "engine": engine,
                    "resolution": resolution, "samples": samples, "denoise": denoise, "threads": threads,
-                   "channels": channels, "max_bounces": max_bounces}
+                   "channels": channels, "max_bounces": max_bounces, "persistent_data": persistent_data}
         opts = json.dumps(options)
         tail = ["--endpoint", "{endpoint}", "--options", opts, "--exit-with-parent"]
         if blender:
