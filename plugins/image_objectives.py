@@ -97,7 +97,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
     def blur(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(t, kx, groups=c), ky, groups=c)
 
-    y = y.expand(b, -1, -1, -1)
+    y = y.to(x.dtype).expand(b, -1, -1, -1)
     mx, my = blur(x), blur(y)
     sxx = blur(x * x) - mx * mx
     syy = blur(y * y) - my * my
