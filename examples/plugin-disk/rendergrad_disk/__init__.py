@@ -10,7 +10,7 @@ import rendergrad as rg
 
 
 class DiskRenderer(rg.Renderer):
-    """A white disc on black; parameters x, y (centre) in [0, 1]. Forward-only, numpy."""
+    """A white disc on black; parameters x, y (centre). Forward-only, numpy."""
 
     name = "disk"
     differentiable = False
@@ -24,8 +24,10 @@ class DiskRenderer(rg.Renderer):
         self.gy, self.gx = np.meshgrid(c, c, indexing="ij")
 
     def parameter_space(self) -> rg.ParamSpace:
-        return rg.ParamSpace([rg.Param("x", low=0.0, high=1.0, init=0.2),
-                              rg.Param("y", low=0.0, high=1.0, init=0.8)])
+        # Bounds keep the disc inside the frame (a disc pushed out of view also lowers the loss).
+        lo, hi = self.radius, 1.0 - self.radius
+        return rg.ParamSpace([rg.Param("x", low=lo, high=hi, init=0.25),
+                              rg.Param("y", low=lo, high=hi, init=0.75)])
 
     def render(self, theta):
         theta = np.asarray(theta, dtype=np.float32)  # [B, 2], parameter units
