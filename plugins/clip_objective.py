@@ -238,8 +238,9 @@ def load_clip(model: str, checkpoint: str | Path | None, device: str = "cpu") ->
             net = open_clip.create_model(name, pretrained=ckpt if not name.startswith("local-dir:") else None,
                                          device=device, pretrained_image=False, pretrained_text=False,
                                          weights_only=True)
-        except RuntimeError as e:
-            raise ConfigError(f"clip: could not load {ckpt} into architecture {model!r}: {e}") from None
+        except (RuntimeError, AssertionError, KeyError, ValueError) as e:
+            raise ConfigError(f"clip: could not load {ckpt} into architecture {model!r} "
+                              f"({type(e).__name__}: {e}); check that `model` matches the checkpoint") from None
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
