@@ -13,7 +13,7 @@ bpy.ops.mesh.primitive_plane_add(size=12, location=(0, 0, 0))
 floor = bpy.context.object
 floor.name = "Floor"
 
-bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.8, 0.0, 0.5), segments=24, ring_count=12)
+bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.9, -0.5, 0.5), segments=24, ring_count=12)
 sphere = bpy.context.object
 sphere.name = "Sphere"
 mat = bpy.data.materials.new("SphereMat")
@@ -21,12 +21,12 @@ mat.use_nodes = True
 mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.8, 0.3, 0.1, 1.0)
 sphere.data.materials.append(mat)
 
-bpy.ops.mesh.primitive_cube_add(size=0.35, location=(-2.0, 0.6, 0.175))
+bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2.4, 0.0, 0.3))
 cubes = bpy.context.object
 cubes.name = "Cubes"
 array = cubes.modifiers.new("Array", "ARRAY")
 array.count = 3
-array.relative_offset_displace = (1.6, 0.0, 0.0)
+array.relative_offset_displace = (1.5, 0.0, 0.0)
 
 key = bpy.data.lights.new("Key", "POINT")
 key.energy = 600.0
@@ -42,7 +42,7 @@ scene.collection.objects.link(fill_obj)
 
 cam = bpy.data.cameras.new("Camera")
 cam_obj = bpy.data.objects.new("Camera", cam)
-cam_obj.location = (0.0, -6.5, 3.2)
-cam_obj.rotation_euler = (1.12, 0.0, 0.0)
+cam_obj.location = (0.0, -7.5, 3.0)
+cam_obj.rotation_euler = (1.25, 0.0, 0.0)
 scene.collection.objects.link(cam_obj)
 scene.camera = cam_obj

@@ -32,9 +32,9 @@ class BlenderRenderer(BridgeRenderer):
                  max_bounces: int | None = None, persistent_data: bool = False, workers: int = 1, endpoints: str | Sequence[str] | None = None,
                  blender: str | None = None, transport: str = "ipc", timeout: float = 120.0,
                  startup_timeout: float = 180.0, retries: int = 2, max_restarts: int = 5, seed: int = 0,
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, seed_mode: str = "per_render"):
         common = dict(timeout=timeout, startup_timeout=startup_timeout, retries=retries,
-                      max_restarts=max_restarts, seed=seed, chunk_size=chunk_size)
+                      max_restarts=max_restarts, seed=seed, chunk_size=chunk_size, seed_mode=seed_mode)
         if endpoints is not None:
             if scene is not None or params:
                 raise ConfigError("blender renderer: with `endpoints` the servers already hold their scene; "

@@ -87,10 +87,11 @@ class BlenderServer(Server):
         settings.exr_codec = "NONE"
         self.channels = channels
         self.size = (h, w)
+        self._declare(params)
+        # Created last, so a declaration error leaves nothing behind; removed by close().
         self._tmp = tempfile.mkdtemp(prefix="rendergrad-blender-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self._out = os.path.join(self._tmp, "frame.exr")
         sc.render.filepath = self._out
-        self._declare(params)
 
     # -- scene and parameters --------------------------------------------------------------------
     def _load_scene(self, scene: str | None) -> None:

@@ -32,6 +32,7 @@ from rendergrad.errors import ConfigError, RendererFailure
 from . import protocol as P
 from .endpoints import check_endpoint
 
+SEED_MODES = ("per_render", "per_batch", "fixed")
 NON_RETRYABLE = {P.E_BAD_MESSAGE, P.E_BAD_VERSION, P.E_UNKNOWN_OP, P.E_BAD_REQUEST, P.E_TOO_LARGE,
                  P.E_UNKNOWN_PARAMETER, P.E_OUT_OF_BOUNDS}
 
@@ -109,7 +110,7 @@ class BridgeRenderer(Renderer):
                  workers: int = 1, transport: str = "ipc", timeout: float = 120.0,
                  startup_timeout: float = 120.0, retries: int = 2, max_restarts: int = 5, seed: int = 0,
                  chunk_size: int | None = None, allow_remote: bool = False,
-                 server_key: str | None = None, env: dict[str, str] | None = None):
+                 server_key: str | None = None, env: dict[str, str] | None = None, seed_mode: str = "per_render"):
         import zmq
         if (endpoints is None) == (command is None):
             raise ConfigError("bridge renderer: give either `endpoints` (servers already running, e.g. "
@@ -123,6 +124,9 @@ class BridgeRenderer(Renderer):
             raise ConfigError("bridge renderer: timeout and startup_timeout must be > 0 seconds")
         if chunk_size is not None and int(chunk_size) < 1:
             raise ConfigError("bridge renderer: chunk_size must be >= 1")
+        if seed_mode not in SEED_MODES:
+            raise ConfigError(f"bridge renderer: seed_mode must be one of {', '.join(SEED_MODES)}, got {seed_mode!r}")
+        self.seed_mode = seed_mode
         self.timeout, self.startup_timeout = float(timeout), float(startup_timeout)
         self.retries, self.max_restarts = int(retries), int(max_restarts)
         self.seed, self.chunk_size = int(seed), (int(chunk_size) if chunk_size else None)
@@ -131,6 +135,7 @@ class BridgeRenderer(Renderer):
         self.env = dict(env or {})
         self.stats = {"images": 0, "lost": 0, "retries": 0, "restarts": 0, "timeouts": 0, "requests": 0}
         self._counter = 0          # renders requested so far: the per-image seed sequence
+        self._batches = 0
         self._req = 0
         self._ctx = zmq.Context()
         self._zmq = zmq
@@ -183,10 +188,11 @@ class BridgeRenderer(Renderer):
         return list(self.description.get("light_parameters", []))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"counter": self._counter}
+        return {"counter": self._counter, "batches": self._batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._counter = int(state.get("counter", 0))
+        self._batches = int(state.get("batches", 0))
 
     def render(self, theta: torch.Tensor) -> torch.Tensor:
         theta = torch.as_tensor(theta)
@@ -194,8 +200,15 @@ class BridgeRenderer(Renderer):
             theta = theta.unsqueeze(0)
         params = theta.detach().to(torch.float64).cpu().numpy()
         b = params.shape[0]
-        seeds = [(self.seed * 1_000_003 + self._counter + i) % (2 ** 31) for i in range(b)]
+        base = self.seed * 1_000_003
+        if self.seed_mode == "per_render":      # independent noise in every image
+            seeds = [(base + self._counter + i) % (2 ** 31) for i in range(b)]
+        elif self.seed_mode == "per_batch":     # common random numbers within a batch
+            seeds = [(base + self._batches) % (2 ** 31)] * b
+        else:                                   # "fixed": the same noise in every image
+            seeds = [base % (2 ** 31)] * b
         self._counter += b
+        self._batches += 1
         images = self.render_params(params, seeds)
         return torch.from_numpy(images)
 

@@ -1,0 +1,172 @@
+"""Blender through the bridge: a scene built from scratch, optimized end to end.
+
+Real bpy in real worker processes (each its own process group), Cycles on the CPU, linear
+float32 images through EXR files in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("zmq")
+pytest.importorskip("OpenEXR")
+if not __import__("importlib.util").util.find_spec("bpy"):
+    pytest.skip("needs the bpy wheel", allow_module_level=True)
+
+import rendergrad as rg  # noqa: E402
+from rendergrad.errors import ParameterError, RendererFailure  # noqa: E402
+from rendergrad.renderers.blender import BlenderRenderer  # noqa: E402
+from rendergrad.renderers.blender.paths import PathError, parse  # noqa: E402
+from rendergrad.renderers.bridge import protocol as P  # noqa: E402
+
+SCENE = '''
+import bpy
+scene = bpy.context.scene
+bpy.ops.mesh.primitive_plane_add(size=12)
+bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.9, -0.5, 0.5), segments=24, ring_count=12)
+bpy.context.object.name = "Sphere"
+mat = bpy.data.materials.new("SphereMat")
+mat.use_nodes = True
+mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.8, 0.3, 0.1, 1.0)
+bpy.context.object.data.materials.append(mat)
+bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2.4, 0.0, 0.3))
+cubes = bpy.context.object
+cubes.name = "Cubes"
+array = cubes.modifiers.new("Array", "ARRAY")
+array.count = 3
+array.relative_offset_displace = (1.5, 0.0, 0.0)
+for name, energy, loc in (("Key", 600.0, (2.0, -2.5, 4.0)), ("Fill", 200.0, (-3.0, -2.0, 3.0))):
+    light = bpy.data.lights.new(name, "POINT")
+    light.energy = energy
+    obj = bpy.data.objects.new(name, light)
+    obj.location = loc
+    scene.collection.objects.link(obj)
+cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+cam.location = (0.0, -7.5, 3.0)
+cam.rotation_euler = (1.25, 0.0, 0.0)
+scene.collection.objects.link(cam)
+scene.camera = cam
+'''
+
+PARAMS = [
+    {"name": "z", "path": 'objects["Sphere"].location[2]', "low": 0.3, "high": 2.0, "init": 0.5},
+    {"name": "count", "path": 'objects["Cubes"].modifiers["Array"].count', "low": 1, "high": 6, "init": 2},
+    {"name": "key", "path": 'lights["Key"].energy', "low": 0.0, "high": 2000.0},
+    {"name": "color", "shape": [3],
+     "path": 'materials["SphereMat"].node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value'},
+]
+
+
+def shm_dirs() -> set[str]:
+    return {p for p in os.listdir("/dev/shm") if p.startswith("rendergrad-blender-")} if os.path.isdir("/dev/shm") \
+        else set()
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blender") / "scene.py"
+    path.write_text(SCENE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def blender(scene_file):
+    before = shm_dirs()
+    r = BlenderRenderer(scene=str(scene_file), params=PARAMS, resolution=48, samples=4, workers=1, timeout=60)
+    yield from _closing(r, before)
+
+
+@pytest.fixture(scope="module")
+def blender2(scene_file):
+    """Two parameters, one of them discrete; two workers; common random numbers per batch."""
+    before = shm_dirs()
+    r = BlenderRenderer(scene=str(scene_file), params=PARAMS[:2], resolution=48, samples=4, workers=2, threads=1,
+                        seed_mode="per_batch", timeout=60)
+    yield from _closing(r, before)
+
+
+def _closing(r, before):
+    yield r
+    pids = r.worker_pids()
+    r.close()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in pids), "Blender workers outlived close()"
+    assert shm_dirs() <= before, "EXR scratch folders were left in /dev/shm"
+
+
+def test_data_paths_parse_safely():
+    assert parse('objects["Cube"].modifiers[\'Array\'].count') == [
+        ("attr", "objects"), ("key", "Cube"), ("attr", "modifiers"), ("key", "Array"), ("attr", "count")]
+    assert parse("objects[0].location[2]")[-1] == ("index", 2)
+    for bad in ('objects["A"].__class__', 'objects["A"].location.copy()', "__import__('os')", '["A"]', ""):
+        with pytest.raises(PathError):
+            parse(bad)
+
+
+def test_schema_lights_and_linear_float_images(blender):
+    space = blender.parameter_space()
+    assert space.names == ["z", "count", "key", "color"]
+    assert space["count"].kind == "integer" and space["color"].shape == (3,)
+    assert space.decode(space.initial_theta())["key"] == pytest.approx(600.0)  # init: the scene's own value
+    assert blender.light_parameters() == ["key"]
+    theta = space.initial_theta().unsqueeze(0).repeat(3, 1).float()
+    theta[1, 2] = 0.0      # key light off
+    theta[2, 2] = 1800.0   # key light 3x
+    img = blender.render(theta)
+    assert img.dtype == torch.float32 and img.shape == (3, 48, 48, 3)
+    m = img.mean(dim=(1, 2, 3))
+    assert m[1] < m[0] < m[2]
+    assert float(img.max()) > 1.0  # linear, not clipped to [0, 1] by a display transform
+    # the top rows are the black world, the bottom rows the lit floor: rows are not flipped
+    assert float(img[0, :4].mean()) < 0.01 < float(img[0, -4:].mean())
+
+
+def test_undeclared_parameters_are_refused(blender):
+    with pytest.raises(ParameterError, match="radius"):
+        rg.optimize(blender, "mse", "spsa", target_params={"radius": 1.0}, steps=1)
+    import zmq
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(blender.workers[0].endpoint)
+    try:
+        sock.send_multipart([b"", *P.encode_request("render", 1, params=np.array([[1.0, 3, 600, 0.5, 0.5, 0.5]]),
+                                                     names=["z", "count", "key", "radius"])])
+        assert sock.poll(30000)
+        rep = P.decode_reply(sock.recv_multipart()[1:])
+        assert rep.code == P.E_UNKNOWN_PARAMETER and "radius" in rep.message
+    finally:
+        sock.close()
+        ctx.term()
+
+
+@pytest.mark.parametrize("estimator, options, lr", [
+    ("prdpt", {"sigma": 0.3, "samples": 4}, 0.05),
+    ("zerograds", {"sigma": 0.3, "samples": 4}, 0.05),
+])
+def test_scene_is_optimized_end_to_end(blender2, estimator, options, lr):
+    steps = 50
+    res = rg.optimize(blender2, "mse", estimator, estimator_options=options, target_params={"z": 1.4, "count": 5},
+                      steps=steps, lr=lr, seed=0)
+    assert res.steps == steps and res.evaluations == steps * options["samples"]
+    assert abs(res.params["z"] - 1.4) < 0.25, res.params
+    assert isinstance(res.params["count"], int) and abs(res.params["count"] - 5) <= 1, res.params
+    assert res.loss < 0.7 * res.history[0]["loss"]
+
+
+def test_a_bad_declaration_fails_at_start_with_a_clear_message(scene_file):
+    bad = [{"name": "r", "path": 'objects["Sphre"].location[2]', "low": 0, "high": 1}]
+    with pytest.raises(RendererFailure, match=r"Sphre.*Sphere|has no item"):
+        BlenderRenderer(scene=str(scene_file), params=bad, resolution=8, samples=1, max_restarts=0)
+    not_int = [{"name": "n", "path": 'objects["Cubes"].modifiers["Array"].count', "low": 1, "high": 4,
+                "kind": "continuous"}]
+    with pytest.raises(RendererFailure, match="integer property"):
+        BlenderRenderer(scene=str(scene_file), params=not_int, resolution=8, samples=1, max_restarts=0)
