@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .loop import optimize
-from .plotting import convergence_plot, image_grid
+from .plotting import convergence_plot
 from .registry import registry
 
 SCENE: dict[str, Any] = {
@@ -56,15 +56,57 @@ def run_demo(out: Path, *, budget: int = 400, seed: int = 0, progress: bool = Tr
         curves[name] = res.history
         images.append((name, res.final_image))
     if images:
-        image_grid(out / "comparison.png", [[target_img, start_img] + [img for _, img in images]],
-                   col_labels=["target", "start"] + [n for n, _ in images],
-                   title=f"plateau task: final image per estimator at {budget} renders each")
+        demo_figure(out / "comparison.png", target_img, start_img, images, curves, budget)
         convergence_plot(out / "convergence.png", curves, title="loss against renders (equal budget)")
     table = render_table(rows, budget)
     (out / "results.md").write_text(table)
     print(table)
     print(f"wrote {out / 'comparison.png'}, {out / 'convergence.png'}, {out / 'results.md'}")
     return rows
+
+
+def demo_figure(path: Path, target_img, start_img, images, curves, budget: int) -> Path:
+    """Final images side by side, over the paths taken in parameter space and the loss curves."""
+    import matplotlib.pyplot as plt
+
+    from .imageio import to_display
+    cols = 2 + len(images)
+    fig = plt.figure(figsize=(max(8.0, 1.7 * cols), 6.2), dpi=110)
+    grid = fig.add_gridspec(2, cols, height_ratios=[1, 1.6])
+    for j, (label, img) in enumerate([("target", target_img), ("start", start_img)] + list(images)):
+        ax = fig.add_subplot(grid[0, j])
+        ax.imshow(to_display(img), interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    half = cols // 2
+    ax = fig.add_subplot(grid[1, :half])
+    for name, hist in curves.items():
+        xs = [h["params"]["x"] for h in hist]
+        ys = [h["params"]["y"] for h in hist]
+        ax.plot(xs, ys, lw=1.2, label=name)
+    ax.plot([START["x"]], [START["y"]], "ko", ms=5, label="start")
+    ax.plot([TARGET["x"]], [TARGET["y"]], "r*", ms=12, label="target")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)  # image convention: y down
+    ax.set_aspect("equal")
+    ax.set_title("path in parameter space (x, y)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax = fig.add_subplot(grid[1, half:])
+    for name, hist in curves.items():
+        err = [math.dist([h["params"]["x"], h["params"]["y"]], [TARGET["x"], TARGET["y"]]) for h in hist]
+        ax.plot([h["evaluations"] for h in hist], err, lw=1.2, label=name)
+    ax.axhline(SOLVED, color="k", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("renders")
+    ax.set_title("distance to the target parameters (dotted: solved)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.suptitle(f"Plateau task: {budget} renders per estimator. Analytic gradients are zero until the disc "
+                 "overlaps its target.", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def render_table(rows: list[dict[str, Any]], budget: int) -> str:
