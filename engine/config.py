@@ -45,6 +45,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "seed": ((int,), "random seed; equal seeds give bit-identical runs"),
         "options": ((dict,), "extra optimizer keyword arguments, e.g. betas"),
         "max_renders": ((int,), "stop once this many renders are spent"),
+        "lr_decay": ((int, float), "final learning rate as a fraction of lr (geometric decay over the run)"),
         "target_loss": ((int, float), "stop once the loss is at or below this"),
         "patience": ((int,), "stop after this many steps without improvement"),
         "min_delta": ((int, float), "improvement smaller than this does not count for patience"),

@@ -97,6 +97,7 @@ def optimize(
     optimizer: str = "adam",
     lr: float = 0.01,
     optimizer_options: Mapping[str, Any] | None = None,
+    lr_decay: float | None = None,
     steps: int = 100,
     seed: int = 0,
     max_renders: int | None = None,
@@ -119,6 +120,8 @@ def optimize(
     instances. The target is an image ``[H, W, C]`` or the renderer's own image at
     ``target_params``. The optimizer steps the normalised parameters ``u ∈ [0,1]^n`` (so ``lr``
     is in fractions of each parameter's range) and clamps them to the bounds after each step.
+    ``lr_decay`` shrinks the learning rate geometrically to ``lr · lr_decay`` by the end of the
+    run, which smoothing estimators need to settle once σ is small.
 
     Stops after ``steps`` steps, or earlier when ``max_renders`` renders are spent, the loss
     reaches ``target_loss``, or it has not improved by ``min_delta`` for ``patience`` steps.
@@ -138,6 +141,8 @@ def optimize(
         raise ConfigError("steps must be >= 0")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    if lr_decay is not None and not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+        raise ConfigError(f"lr_decay is the final learning rate as a fraction of lr, in (0, 1]; got {lr_decay!r}")
 
     space = renderer.parameter_space()
     u0 = space.to_unit(space.flatten(init or {}, what="init"))
@@ -227,6 +232,14 @@ def optimize(
                     "lower the learning rate or the smoothing scale, or check the objective")
             opt.zero_grad(set_to_none=True)
             u.grad = grad
+            if lr_decay is not None:
+                # Geometric decay to lr·lr_decay over the run (steps or render budget, whichever
+                # ends it): recomputed from progress each step, so a resumed run matches exactly.
+                done = step / steps if steps else 0.0
+                if max_renders:
+                    done = max(done, evaluator.renders / max_renders)
+                for group in opt.param_groups:
+                    group["lr"] = lr * float(lr_decay) ** min(done, 1.0)
             opt.step()
             with torch.no_grad():
                 u.clamp_(0.0, 1.0)

@@ -68,6 +68,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             estimator_options=cfg["estimator"]["options"], target=target,
             target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
             optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
+            lr_decay=o.get("lr_decay"),
             seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
             patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
             progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
