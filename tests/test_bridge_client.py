@@ -261,3 +261,49 @@ def test_fuzzed_messages_over_the_wire_never_take_the_server_down(raw, toy_serve
     rep = raw(frames)
     assert rep.ok or (rep.code in P.ERROR_CODES and rep.message)
     assert toy_server[1].poll() is None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return out
+
+
+def test_interrupted_run_stops_its_workers(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"""
+[renderer]
+name = "bridge"
+options = {{ command = {json.dumps(minimal_command("--size", "16", "--delay", "0.05"))}, workers = 2 }}
+[target]
+params = {{ x = 0.6, y = 0.4, power = 2.0 }}
+[estimator]
+name = "spsa"
+[optimizer]
+lr = 0.05
+steps = 400
+""")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "rendergrad.cli", "run", str(cfg), "--out", str(out),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _children(proc.pid)
+            time.sleep(0.1)
+        assert len(workers) == 2, proc.stderr.read() if proc.poll() is not None else "workers did not start"
+        time.sleep(1.5)                       # some steps in
+        os.kill(proc.pid, signal.SIGINT)      # Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "resume" in err
+    assert wait_dead(workers, 10.0), "workers outlived the interrupted run"
