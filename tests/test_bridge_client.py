@@ -307,3 +307,30 @@ steps = 400
     assert proc.returncode == 130, err
     assert "resume" in err
     assert wait_dead(workers, 10.0), "workers outlived the interrupted run"
+
+
+def test_curve_encrypted_server_needs_its_public_key(tmp_path):
+    import torch
+    from rendergrad.renderers.toy import ToyRenderer
+    public, secret = zmq.curve_keypair()
+    server = RendererServer(ToyRenderer(resolution=8))
+    ready = tmp_path / "ready"
+    t = threading.Thread(target=server.serve, args=("tcp://127.0.0.1:*",),
+                         kwargs={"ready_file": ready, "curve_secret_key": secret}, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    endpoint = ready.read_text().strip()
+    try:
+        r = BridgeRenderer(endpoints=endpoint, server_key=public.decode(), timeout=10)
+        try:
+            assert r.render(torch.tensor([[0.3, 0.6]])).shape == (1, 8, 8, 3)
+        finally:
+            r.close()
+        with pytest.raises(RendererFailure, match="did not answer hello"):
+            BridgeRenderer(endpoints=endpoint, timeout=1.0)   # plaintext client: no handshake, no reply
+    finally:
+        server._stop = True
+        t.join(10)
+    assert not t.is_alive()
