@@ -44,9 +44,11 @@ class Snapshots(Callback):
     Snapshot renders are counted as extra renders, apart from the optimization's.
     """
 
-    def __init__(self, directory: str | Path, every: int):
+    def __init__(self, directory: str | Path, every: int, sheet_columns: int = 8):
         self.dir = Path(directory)
         self.every = every
+        self.sheet_columns = sheet_columns
+        self.frames: list[tuple[int, torch.Tensor]] = []
 
     def on_step(self, *, record: dict[str, Any], u: torch.Tensor | None = None, evaluator: Any = None,
                 **kw: Any) -> None:
@@ -56,6 +58,21 @@ class Snapshots(Callback):
         img = evaluator.preview(evaluator.space.to_theta(u.unsqueeze(0)))[0]
         self.dir.mkdir(parents=True, exist_ok=True)
         save_png(self.dir / f"step_{record['step'] + 1:05d}.png", img)
+        self.frames.append((record["step"] + 1, img.detach().cpu()))
+
+    def on_end(self, **kw: Any) -> None:
+        """A contact sheet of the snapshots: the run at a glance."""
+        if not self.frames:
+            return
+        from .plotting import image_grid
+        frames = self.frames
+        if len(frames) > 4 * self.sheet_columns:  # keep the sheet readable: an even subsample
+            idx = torch.linspace(0, len(frames) - 1, 4 * self.sheet_columns).round().long().unique()
+            frames = [frames[int(i)] for i in idx]
+        cols = self.sheet_columns
+        rows = [frames[i:i + cols] for i in range(0, len(frames), cols)]
+        image_grid(self.dir / "sheet.png", [[img for _, img in r] for r in rows],
+                   cell_labels=[[f"step {s}" for s, _ in r] for r in rows], title="snapshots")
 
 
 class History(Callback):

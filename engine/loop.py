@@ -184,6 +184,8 @@ def optimize(
         torch.set_rng_state(st["torch_rng"])
         start_step, history = st["step"], st["history"]
         evaluator.renders, evaluator.render_seconds = st["renders"], st["render_seconds"]
+        # The target was rendered again above; count what the interrupted run spent instead.
+        evaluator.extra_renders = st.get("extra_renders", evaluator.extra_renders)
         elapsed_before = st["elapsed"]
         best = {"loss": st["best_loss"], "u": st["best_u"], "step": st["best_step"]}
 
@@ -197,7 +199,7 @@ def optimize(
             "optimizer": opt.state_dict(), "estimator": estimator.state_dict(),
             "renderer": renderer_state, "generator": gen_state,
             "torch_rng": torch_state, "history": history, "renders": evaluator.renders,
-            "render_seconds": evaluator.render_seconds, "elapsed": elapsed_before + time.perf_counter() - t0,
+            "render_seconds": evaluator.render_seconds, "extra_renders": evaluator.extra_renders, "elapsed": elapsed_before + time.perf_counter() - t0,
             "best_loss": best["loss"], "best_u": best["u"], "best_step": best["step"],
         })
 

@@ -40,8 +40,9 @@ def convergence_plot(path: str | Path, curves: Mapping[str, Sequence[dict[str, A
 
 
 def image_grid(path: str | Path, rows: Sequence[Sequence[Any]], *, row_labels: Sequence[str] = (),
-               col_labels: Sequence[str] = (), title: str = "", cell: float = 1.8) -> Path:
-    """A grid of linear images (``None`` leaves a cell blank), labelled rows and columns."""
+               col_labels: Sequence[str] = (), cell_labels: Sequence[Sequence[str]] = (), title: str = "",
+               cell: float = 1.8) -> Path:
+    """A grid of linear images (``None`` leaves a cell blank), labelled rows, columns or cells."""
     nr, nc = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(nr, nc, figsize=(cell * nc, cell * nr + (0.4 if title else 0)), squeeze=False)
     for i, row in enumerate(rows):
@@ -54,7 +55,9 @@ def image_grid(path: str | Path, rows: Sequence[Sequence[Any]], *, row_labels: S
                 ax.imshow(to_display(img), interpolation="nearest")
             else:
                 ax.axis("off")
-            if i == 0 and j < len(col_labels):
+            if i < len(cell_labels) and j < len(cell_labels[i]):
+                ax.set_title(cell_labels[i][j], fontsize=8)
+            elif i == 0 and j < len(col_labels):
                 ax.set_title(col_labels[j], fontsize=8)
             if j == 0 and i < len(row_labels):
                 ax.set_ylabel(row_labels[i], fontsize=8)

@@ -119,3 +119,14 @@ def test_demo_runs_every_estimator(tmp_path):
         assert f"| {name} |" in table
     assert (tmp_path / "demo/comparison.png").stat().st_size > 1000
     assert "parameter error" in p.stdout
+
+
+def test_snapshots_and_contact_sheet(tmp_path):
+    out = tmp_path / "run"
+    cli("run", ROOT / "examples/toy/colors.toml", "--out", out, "--set", "optimizer.steps=20",
+        "--set", "optimizer.snapshot_every=5")
+    shots = sorted(p.name for p in (out / "snapshots").glob("step_*.png"))
+    assert shots == ["step_00005.png", "step_00010.png", "step_00015.png", "step_00020.png"]
+    assert (out / "snapshots/sheet.png").stat().st_size > 1000
+    result = json.loads((out / "result.json").read_text())
+    assert result["evaluations"] == 20 and result["extra_renders"] == 2 + 4  # target, final, 4 snapshots
