@@ -272,7 +272,8 @@ class BridgeRenderer(Renderer):
             events = dict(poller.poll(50))
             for w in list(self.workers):
                 if w.sock is not None and w.sock in events:
-                    frames = w.sock.recv_multipart(copy=True)
+                    # zero-copy receive: the image bytes are copied once, into the output array
+                    frames = [f.buffer for f in w.sock.recv_multipart(copy=False)]
                     reply = self._decode(w, frames)
                     if reply is None:
                         continue
@@ -386,7 +387,7 @@ class BridgeRenderer(Renderer):
         w.sock.send_multipart([b"", *P.encode_request("hello", self._req, extra={"versions": [P.PROTOCOL_VERSION]})])
 
     def _decode(self, w: _Worker, frames: list[bytes]) -> P.Reply | None:
-        if not frames or frames[0] != b"":
+        if not frames or len(frames[0]) != 0:
             return None
         try:
             return P.decode_reply(frames[1:])
