@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -147,6 +148,9 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
 
     history: list[dict[str, Any]] = []
     best = {"loss": math.inf, "u": torch.as_tensor(u0)}
+    quiet = warnings.catch_warnings()  # pycma/nevergrad warn per iteration about their internals
+    quiet.__enter__()
+    warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     step = 0
     try:
@@ -165,6 +169,7 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
                 on_step(record, u_rec)
             step += 1
     finally:
+        quiet.__exit__(None, None, None)
         if close and not final_render:
             renderer.close()
     wall = time.perf_counter() - t0

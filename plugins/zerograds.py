@@ -62,10 +62,10 @@ def single_thread(enabled: bool) -> Iterator[None]:
     intra-op thread pool makes each update 10-25x slower (measured: 440 ms vs 18 ms per fit
     with 2 threads on 2 loaded cores), which would dwarf the render it is meant to save.
     """
-    if not enabled:
+    before = torch.get_num_threads()
+    if not enabled or before == 1:
         yield
         return
-    before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield

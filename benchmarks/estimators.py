@@ -1,0 +1,252 @@
+"""Estimator benchmark: every method on every task at equal render budget, over several seeds.
+
+    python -m benchmarks estimators [--quick] [--seeds N] [--tasks box,toy,...] [--jobs J]
+
+For each task and method it records the parameter error after every step (against renders
+spent) and reports, median and spread over seeds:
+
+* renders to 95 % error reduction, and to the task's success threshold;
+* final parameter error and wall time;
+* the ZeroGrads paper's protocol (its table 2): each method's error divided by ZeroGrads' error
+  at the render count where ZeroGrads first reaches 95 % reduction ("how far behind").
+
+Writes ``RESULTS/estimators.md`` and one convergence plot per task. Gradient methods run
+through :func:`rendergrad.optimize`, derivative-free ones through
+:func:`rendergrad.plugins.baselines.minimize`: one evaluation path, one render count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results"
+ABLATIONS = {
+    # ZeroGrads with one improvement switched off at a time, and with all three off (the
+    # reference implementation's behaviour), on the tasks where the difference shows.
+    "zerograds-stale": {"fit_first": False},
+    "zerograds-nobuffer": {"buffer": 0},
+    "zerograds-signed": {"nonnegative": False},
+    "zerograds-reference": {"fit_first": False, "buffer": 0, "nonnegative": False, "schedule": "constant"},
+    "zerograds-quadratic": {"surrogate": "quadratic"},
+}
+ABLATION_TASKS = ("box", "plateau", "toy")
+
+
+def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget: int,
+            task_kw: dict[str, Any]) -> dict[str, Any]:
+    """One run; returns its error curve ``[(renders, error), ...]`` and timing."""
+    torch.set_num_threads(1)
+    import rendergrad as rg
+    from rendergrad.callbacks import Callback
+    from rendergrad.plugins.baselines import minimize
+
+    from benchmarks.tasks import get_task
+    task = get_task(task_name, **task_kw)
+    renderer = task.make_renderer()
+    space = renderer.parameter_space()
+    theta0 = space.flatten(task.init or {})
+    curve: list[tuple[int, float]] = [(0, task.error(theta0))]
+    target = task.target_image() if task.target_image else None
+
+    def track(renders: int, u: torch.Tensor) -> None:
+        curve.append((int(renders), task.error(space.to_theta(u.detach().to(torch.float64)))))
+
+    t0 = time.perf_counter()
+    if spec["kind"] == "estimator":
+        class Track(Callback):
+            def on_step(self, *, record: dict[str, Any], u: torch.Tensor | None = None, **kw: Any) -> None:
+                track(record["evaluations"], u)
+        rg.optimize(renderer, "mse", spec["estimator"], estimator_options=dict(spec["options"]),
+                    target=target, target_params=task.target_params, init=task.init, lr=spec["lr"],
+                    lr_decay=spec.get("lr_decay"), steps=budget, max_renders=budget, seed=seed,
+                    callbacks=[Track()], final_render=False)
+    else:
+        minimize(renderer, "mse", spec["method"], target=target, target_params=task.target_params,
+                 init=task.init, budget=budget, seed=seed, options=dict(spec["options"]),
+                 on_step=lambda rec, u: track(rec["evaluations"], u), final_render=False)
+    wall = time.perf_counter() - t0
+    return {"task": task_name, "method": method, "seed": seed, "curve": curve, "wall": wall}
+
+
+# -- metrics --------------------------------------------------------------------------------
+def renders_to(curve: list[tuple[int, float]], level: float) -> float:
+    for r, e in curve:
+        if e <= level:
+            return r
+    return math.inf
+
+
+def error_at(curve: list[tuple[int, float]], renders: float) -> float:
+    err = curve[0][1]
+    for r, e in curve:
+        if r > renders:
+            break
+        err = e
+    return err
+
+
+def _fmt_renders(values: list[float]) -> str:
+    hit = sorted(v for v in values if math.isfinite(v))
+    n = len(values)
+    if not hit:
+        return f"– (0/{n})"
+    med = statistics.median(values) if len(hit) * 2 > n else math.inf
+    lo, hi = hit[0], hit[-1]
+    m = f"{med:,.0f}" if math.isfinite(med) else "–"
+    return f"{m} [{lo:,.0f}–{hi:,.0f}] ({len(hit)}/{n})"
+
+
+def _fmt_err(values: list[float]) -> str:
+    return f"{statistics.median(values):.2g} [{min(values):.2g}–{max(values):.2g}]"
+
+
+def summarise(task, runs: list[dict[str, Any]], reference: str = "zerograds") -> tuple[list[str], dict]:
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_method.setdefault(r["method"], []).append(r)
+    ref_runs = {r["seed"]: r for r in by_method.get(reference, [])}
+    lines = [
+        f"### {task.name}: {task.description}", "",
+        f"Budget {runs[0]['budget']:,} renders per run, {len({r['seed'] for r in runs})} seeds; "
+        f"success = error ≤ {task.success:g}. Renders: median [min–max] (runs that got there / runs).", "",
+        f"| method | renders to 95 % reduction | renders to error ≤ {task.success:g} | final error | "
+        f"error ÷ ZeroGrads' at its 95 % point | wall s |",
+        "|---|---|---|---|---|---:|",
+    ]
+    for method, rs in by_method.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        r95 = [renders_to(r["curve"], 0.05 * r["curve"][0][1]) for r in rs]
+        rsucc = [renders_to(r["curve"], task.success) for r in rs]
+        final = [r["curve"][-1][1] for r in rs]
+        ratios = []
+        for r in rs:
+            ref = ref_runs.get(r["seed"])
+            if ref is None:
+                continue
+            star = renders_to(ref["curve"], 0.05 * ref["curve"][0][1])
+            if math.isfinite(star):
+                ref_err = max(error_at(ref["curve"], star), 1e-300)
+                ratios.append(error_at(r["curve"], star) / ref_err)
+        ratio = f"{statistics.median(ratios):.3g}×" if ratios else "–"
+        wall = statistics.median(r["wall"] for r in rs)
+        lines.append(f"| {method} | {_fmt_renders(r95)} | {_fmt_renders(rsucc)} | {_fmt_err(final)} | "
+                     f"{ratio} | {wall:.2f} |")
+    if task.note:
+        lines += ["", task.note]
+    return lines + [""], by_method
+
+
+def plot_task(task, by_method: dict[str, list[dict[str, Any]]], path: Path, budget: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    grid = np.linspace(0, budget, 200)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for method, rs in by_method.items():
+        errs = np.array([[max(error_at(r["curve"], g), 1e-16) for g in grid] for r in rs])
+        med = np.median(errs, axis=0)
+        style = "--" if method.startswith("zerograds-") else "-"
+        line, = ax.plot(grid, med, style, lw=1.5, label=method)
+        if len(rs) > 1:
+            ax.fill_between(grid, np.quantile(errs, 0.25, axis=0), np.quantile(errs, 0.75, axis=0),
+                            color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(task.success, color="k", lw=0.8, ls=":", label="success")
+    ax.set_yscale("log")
+    ax.set_xlabel("renders")
+    ax.set_ylabel("parameter error")
+    ax.set_title(f"{task.name}: median and interquartile range over seeds", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks estimators", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 seeds, smaller budgets, no ablations")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; 2 with --quick)")
+    ap.add_argument("--tasks", default=",".join(["box", "toy", "rosenbrock", "plateau", "led", "texture"]))
+    ap.add_argument("--methods", default="", help="comma-separated subset of methods (default: all)")
+    ap.add_argument("--no-ablations", action="store_true", help="skip the ZeroGrads ablation runs")
+    ap.add_argument("--led-segments", type=int, default=None, help="LED display size (default 336; 64 with --quick)")
+    ap.add_argument("--budget", type=int, default=None, help="renders per run for every task (overrides the tasks')")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (markdown + plots)")
+    args = ap.parse_args(argv)
+
+    from benchmarks.tasks import get_task
+    seeds = args.seeds or (2 if args.quick else 3)
+    wanted = [m for m in args.methods.split(",") if m]
+    jobs: list[tuple] = []
+    tasks = {}
+    for name in [t for t in args.tasks.split(",") if t]:
+        kw = {"segments": args.led_segments or (64 if args.quick else 336)} if name == "led" else {}
+        task = get_task(name, **kw)
+        tasks[name] = (task, kw)
+        budget = args.budget or (task.quick_budget if args.quick and task.quick_budget else task.budget)
+        methods = dict(task.methods)
+        if not (args.quick or args.no_ablations) and name in ABLATION_TASKS and "zerograds" in methods:
+            base = methods["zerograds"]
+            for label, change in ABLATIONS.items():
+                methods[label] = dict(base, options={**base["options"], **change})
+        for method, spec in methods.items():
+            if wanted and method not in wanted:
+                continue
+            for seed in range(seeds):
+                jobs.append((name, method, spec, seed, budget, kw))
+    print(f"{len(jobs)} runs on {args.jobs} process(es)...", flush=True)
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_one, *j) for j in jobs]
+            for j, f in zip(jobs, futures):
+                res = f.result()
+                res["budget"] = j[4]
+                results.append(res)
+                print(f"  {res['task']:<10} {res['method']:<20} seed {res['seed']}: error "
+                      f"{res['curve'][-1][1]:.3g} in {res['wall']:.1f} s", flush=True)
+    else:
+        for j in jobs:
+            res = run_one(*j)
+            res["budget"] = j[4]
+            results.append(res)
+            print(f"  {res['task']:<10} {res['method']:<20} seed {res['seed']}: error "
+                  f"{res['curve'][-1][1]:.3g} in {res['wall']:.1f} s", flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = "python -m benchmarks estimators " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["# Estimator benchmark", "",
+             f"Command: `{cmd.strip()}` — {seeds} seeds, {time.perf_counter() - t0:.0f} s total on "
+             f"{os.cpu_count()} CPU core(s) with {args.jobs} parallel run(s). Wall times are per run and "
+             "comparable only within this table (the machine is shared; compare ratios).", ""]
+    for name, (task, kw) in tasks.items():
+        runs = [r for r in results if r["task"] == name]
+        if not runs:
+            continue
+        section, by_method = summarise(task, runs)
+        lines += section
+        png = out / f"estimators_{name}.png"
+        plot_task(task, by_method, png, runs[0]["budget"])
+        lines += [f"![{name}](estimators_{name}.png)", ""]
+    (out / "estimators.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"wrote {out / 'estimators.md'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

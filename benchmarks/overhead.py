@@ -1,0 +1,96 @@
+"""Engine overhead: how much of a step is *not* the render, with a renderer costing ≈1 ms/image.
+
+    python -m benchmarks overhead [--steps 300] [--ms 1.0] [--samples 2,8]
+
+The renderer sleeps ``ms`` per image (a stand-in for a fast GPU rasteriser or a remote
+render farm: time spent elsewhere, not on this CPU) and returns a 64×64 image. For each
+estimator the loop runs ``steps`` steps; the evaluator times the renderer calls, and
+``overhead = 1 − render time / wall time`` is everything else: estimator maths, objective,
+optimizer, history, validation. The target is ≤ 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rendergrad import Param, ParamSpace, Renderer
+
+HERE = Path(__file__).resolve().parent
+
+
+class SleepRenderer(Renderer):
+    """A flat image whose colour depends on the parameters, after ``ms`` milliseconds per image."""
+
+    name = "sleep"
+    differentiable = True
+
+    def __init__(self, ms: float = 1.0, n: int = 4, size: int = 64):
+        self.ms, self.n, self.size = ms, n, size
+
+    def parameter_space(self) -> ParamSpace:
+        return ParamSpace([Param("p", shape=(self.n,), init=0.3)])
+
+    def render(self, theta: torch.Tensor) -> torch.Tensor:
+        deadline = time.perf_counter() + self.ms * 1e-3 * theta.shape[0]
+        time.sleep(max(0.0, deadline - time.perf_counter() - 2e-4))
+        while time.perf_counter() < deadline:   # finish precisely; sleep overshoots by ~0.1 ms
+            pass
+        colour = theta[:, :3].float() if self.n >= 3 else theta.float().repeat(1, 3)[:, :3]
+        return colour.reshape(-1, 1, 1, 3).expand(-1, self.size, self.size, 3)
+
+
+def measure(estimator: str, options: dict, steps: int, ms: float) -> dict:
+    import rendergrad as rg
+    r = SleepRenderer(ms)
+    t0 = time.perf_counter()
+    res = rg.optimize(r, "mse", estimator, estimator_options=options, target=torch.full((64, 64, 3), 0.6),
+                      lr=0.01, steps=steps, seed=0, final_render=False)
+    wall = time.perf_counter() - t0
+    loop_wall = res.wall_time_s
+    over = 1.0 - res.render_seconds / loop_wall
+    return {"estimator": estimator, "options": options, "renders": res.evaluations, "steps": res.steps,
+            "wall": wall, "loop_wall": loop_wall, "render_s": res.render_seconds, "overhead": over,
+            "overhead_ms_per_step": (loop_wall - res.render_seconds) / res.steps * 1e3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks overhead", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--ms", type=float, default=1.0, help="render cost per image, milliseconds")
+    ap.add_argument("--samples", default="2,8", help="renders per step for prdpt/zerograds/spsa")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cases = [("analytic", {})]
+    for n in [int(s) for s in args.samples.split(",") if s]:
+        cases += [("prdpt", {"samples": n}), ("zerograds", {"samples": n}), ("spsa", {"pairs": max(1, n // 2)})]
+    cases.append(("fd", {}))
+    measure("prdpt", {}, 20, args.ms)  # warm-up: imports, allocator
+    rows = [measure(e, o, args.steps, args.ms) for e, o in cases]
+    lines = ["# Engine overhead", "",
+             f"Command: `python -m benchmarks overhead {' '.join(argv if argv is not None else sys.argv[1:])}`. "
+             f"Renderer: {args.ms} ms per image (timed wait), 64×64 image, 4 parameters, MSE, Adam, "
+             f"{args.steps} steps, {os.cpu_count()} CPU cores (shared machine: compare rows, not runs).", "",
+             "| estimator | options | renders/step | render s | loop s | not-render ms/step | overhead |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['estimator']} | {r['options'] or ''} | {r['renders'] / r['steps']:.0f} | "
+                     f"{r['render_s']:.2f} | {r['loop_wall']:.2f} | {r['overhead_ms_per_step']:.2f} | "
+                     f"{100 * r['overhead']:.1f} % |")
+    text = "\n".join(lines) + "\n"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overhead.md").write_text(text)
+    print(text)
+    print(f"wrote {out / 'overhead.md'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""Benchmark tasks: the problems the estimator benchmark runs every method on.
+
+Each :class:`Task` is a renderer, a target, a start, a parameter-error function (in the task's
+own units, the number the targets are stated in) and a render budget. Problems that are not
+images (the 1-D toy, Rosenbrock) are tiny renderers whose ``[B,1,1,1]`` "image" is the
+function value; the objective compares it with a zero image, so the loss is the value squared.
+
+1. ``box``: the PRDPT box task exactly as in the authors' example: a 256² soft rectangle
+   ``1 − 2(|Δx/w|¹⁰ + |Δy/h|¹⁰)`` (w = h = 0.1), start (0.5, 0.66), target (0.5, 0.33): the
+   boxes do not overlap (a plateau); error = parameter MSE.
+2. ``toy``: the ZeroGrads 1-D task: loss = spline(x)² for their Akima spline (minimum 0 at
+   x = 4, a local minimum near 6), start 1.1, x ∈ [0, 8]; error = |x − 4|.
+3. ``rosenbrock``: loss = rosenbrock(x, y)², x ∈ [−1.5, 2], y ∈ [−0.5, 3], start
+   (−0.19, 2.83); error = the loss.
+4. ``plateau``: a disc on the toy renderer (soft edges, so analytic gradients exist but are
+   exactly zero while the disc does not overlap its target), (0.25, 0.75) → (0.7, 0.3);
+   error = Euclidean parameter distance.
+5. ``led``: an LED-style display of binary segments (integer parameters in {0, 1}); error =
+   fraction of wrong segments.
+6. ``texture``: a 64×64×3 texture (12,288 parameters) seen through the toy renderer;
+   error = texture MSE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rendergrad import Param, ParamSpace, Renderer
+
+
+# -- renderers ------------------------------------------------------------------------------
+class BoxRenderer(Renderer):
+    """The PRDPT example's soft rectangle, 256², one channel; differentiable."""
+
+    name = "prdpt-box"
+    differentiable = True
+
+    def __init__(self, size: int = 256, w: float = 0.1, h: float = 0.1, exponent: int = 10):
+        ss = torch.linspace(0, 1, size)
+        self.gx, self.gy = torch.meshgrid(ss, ss, indexing="ij")
+        self.w, self.h, self.e = w, h, exponent
+
+    def parameter_space(self) -> ParamSpace:
+        return ParamSpace([Param("px", init=0.5), Param("py", init=0.66)])
+
+    def render(self, theta: torch.Tensor) -> torch.Tensor:
+        px = theta[:, 0].float().reshape(-1, 1, 1)
+        py = theta[:, 1].float().reshape(-1, 1, 1)
+        img = 1 - 2 * (((py - self.gx) / self.w).abs() ** self.e + ((self.gy - px) / self.h).abs() ** self.e)
+        return torch.flip(img.clamp(0, 1), dims=[1]).unsqueeze(-1)
+
+
+class FunctionRenderer(Renderer):
+    """A scalar function of the parameters as a [B,1,1,1] image."""
+
+    name = "function"
+
+    def __init__(self, space: ParamSpace, fn: Callable[[torch.Tensor], torch.Tensor], differentiable: bool):
+        self.space, self.fn, self.differentiable = space, fn, differentiable
+
+    def parameter_space(self) -> ParamSpace:
+        return self.space
+
+    def render(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.fn(theta).reshape(-1, 1, 1, 1).float()
+
+
+def zerograds_spline() -> Callable[[np.ndarray], np.ndarray]:
+    """The ZeroGrads toy example's Akima spline (scipy)."""
+    from scipy.interpolate import Akima1DInterpolator
+    x = np.array([-100, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 100], dtype=np.float64)
+    y = np.array([9, 7.5, 7.0, 6.5, 6, 4, 3.5, 0, 2, 1, 6, 8, 9], dtype=np.float64)
+    return Akima1DInterpolator(x, y)
+
+
+def rosenbrock(theta: torch.Tensor) -> torch.Tensor:
+    x, y = theta[:, 0], theta[:, 1]
+    return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
+
+
+class LEDRenderer(Renderer):
+    """A display of ``n`` binary segments (7-segment-like digits of 7 bars, in a grid).
+
+    Each segment is a bar with soft ends; the image is the sum of lit segments' masks, so a
+    batch is one matrix product. Parameters are integers in {0, 1}: the optimizer's continuous
+    value is rounded at render time.
+    """
+
+    name = "led"
+
+    # a digit cell is 9×14 pixels; its 7 bars as pixel rectangles (x0, y0, x1, y1), inclusive
+    BARS = [(2, 1, 6, 2), (6, 1, 7, 6), (6, 7, 7, 12), (2, 11, 6, 12), (1, 7, 2, 12), (1, 1, 2, 6), (2, 6, 6, 7)]
+    CELL_W, CELL_H = 9, 14
+
+    def __init__(self, segments: int = 64):
+        if segments < 1:
+            raise ValueError("LED display needs at least one segment")
+        self.n = int(segments)
+        digits = math.ceil(self.n / 7)
+        cols = math.ceil(math.sqrt(digits * 1.5))
+        rows = math.ceil(digits / cols)
+        H, W = rows * self.CELL_H, cols * self.CELL_W
+        masks = torch.zeros(self.n, H, W)
+        for i in range(self.n):
+            d, b = divmod(i, 7)
+            oy, ox = (d // cols) * self.CELL_H, (d % cols) * self.CELL_W
+            x0, y0, x1, y1 = self.BARS[b]
+            masks[i, oy + y0: oy + y1 + 1, ox + x0: ox + x1 + 1] = 1.0
+        self.masks = masks.reshape(self.n, -1)              # [n, H*W]
+        self.H, self.W = H, W
+        self.color = torch.tensor([1.0, 0.15, 0.1])
+
+    def parameter_space(self) -> ParamSpace:
+        return ParamSpace([Param("on", kind="integer", low=0, high=1, shape=(self.n,), init=0)])
+
+    def render(self, theta: torch.Tensor) -> torch.Tensor:
+        lit = (theta.float() @ self.masks).clamp(0, 1).reshape(-1, self.H, self.W, 1)
+        return 0.05 + lit * self.color
+
+
+# -- tasks ----------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """One benchmark problem and the settings each method runs it with."""
+
+    name: str
+    description: str
+    make_renderer: Callable[[], Renderer]
+    error: Callable[[torch.Tensor], float]        # θ (parameter units, [n]) -> error
+    budget: int                                   # renders per run
+    success: float                                # error threshold the targets are stated in
+    target_params: dict[str, Any] | None = None
+    target_image: Callable[[], torch.Tensor] | None = None
+    init: dict[str, Any] | None = None
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quick_budget: int | None = None
+    note: str = ""
+
+
+def _gd(name: str, lr: float, lr_decay: float | None = None, /, **options: Any) -> dict[str, Any]:
+    return {"kind": "estimator", "estimator": name, "lr": lr, "lr_decay": lr_decay, "options": options}
+
+
+def _dfo(method: str, **options: Any) -> dict[str, Any]:
+    return {"kind": "baseline", "method": method, "options": options}
+
+
+def box_task() -> Task:
+    target = torch.tensor([0.5, 0.33], dtype=torch.float64)
+    return Task(
+        name="box", description="PRDPT box: 2-D position of a soft rectangle, 256², plateau start",
+        make_renderer=BoxRenderer, target_params={"px": 0.5, "py": 0.33},
+        error=lambda th: float(((th - target) ** 2).mean()), budget=1300, quick_budget=1300, success=1e-6,
+        methods={
+            "analytic": _gd("analytic", 0.01, 0.01),
+            "fd": _gd("fd", 0.01, 0.01, h=0.01),
+            "spsa": _gd("spsa", 0.01, 0.01),
+            "prdpt": _gd("prdpt", 0.01, 0.01, sigma=0.2),
+            "prdpt-is": _gd("prdpt", 0.01, 0.01, sigma=0.2, sampler="importance"),
+            "zerograds": _gd("zerograds", 0.01, 0.01, sigma=0.2),
+            "cma": _dfo("cma", sigma0=0.1),
+            "ngopt": _dfo("NGOpt"),
+        })
+
+
+def toy_task() -> Task:
+    spline = zerograds_spline()
+
+    def fn(theta: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(spline(theta[:, 0].detach().double().numpy()))
+
+    space = ParamSpace([Param("x", low=0.0, high=8.0, init=1.1)])
+    return Task(
+        name="toy", description="ZeroGrads 1-D toy: loss = spline(x)², start 1.1, minimum at 4",
+        make_renderer=lambda: FunctionRenderer(space, fn, differentiable=False),
+        target_image=lambda: torch.zeros(1, 1, 1), error=lambda th: float((th[0] - 4.0).abs()),
+        budget=2000, quick_budget=1000, success=0.01,
+        methods={
+            "fd": _gd("fd", 0.01, 0.01, h=0.005),
+            "spsa": _gd("spsa", 0.01, 0.01),
+            "prdpt": _gd("prdpt", 0.01, 0.01, sigma=0.1),
+            "prdpt-is": _gd("prdpt", 0.01, 0.01, sigma=0.1, sampler="importance"),
+            "zerograds": _gd("zerograds", 0.01, 0.01, sigma=0.1),
+            "cma": _dfo("cma", sigma0=0.1),
+            "ngopt": _dfo("NGOpt"),
+        })
+
+
+def rosenbrock_task() -> Task:
+    space = ParamSpace([Param("x", low=-1.5, high=2.0, init=-0.19), Param("y", low=-0.5, high=3.0, init=2.83)])
+    return Task(
+        name="rosenbrock", description="Rosenbrock², start (−0.19, 2.83), minimum (1, 1)",
+        make_renderer=lambda: FunctionRenderer(space, rosenbrock, differentiable=True),
+        target_image=lambda: torch.zeros(1, 1, 1),
+        error=lambda th: float(rosenbrock(th.reshape(1, -1))[0] ** 2),
+        budget=4000, quick_budget=2000, success=1e-3,
+        methods={
+            "analytic": _gd("analytic", 0.01, 0.1),
+            "fd": _gd("fd", 0.01, 0.1, h=0.001),
+            "spsa": _gd("spsa", 0.01, 0.1, c=0.01),
+            "prdpt": _gd("prdpt", 0.01, 0.1, sigma=0.05),
+            "zerograds": _gd("zerograds", 0.01, 0.1, sigma=0.05, transform="log"),
+            "cma": _dfo("cma", sigma0=0.15),
+            "ngopt": _dfo("NGOpt"),
+        })
+
+
+PLATEAU_SCENE = {
+    "resolution": 64, "mode": "soft", "softness": 0.02,
+    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.1, "color": [1.0, 0.45, 0.2]}],
+    # bounds keep the disc inside the frame: a disc leaving the frame lowers the loss and
+    # would make the frame's edges false minima
+    "params": [{"name": "x", "init": 0.25, "low": 0.12, "high": 0.88},
+               {"name": "y", "init": 0.75, "low": 0.12, "high": 0.88}],
+}
+
+
+def plateau_task() -> Task:
+    from rendergrad.renderers.toy import ToyRenderer
+    target = torch.tensor([0.7, 0.3], dtype=torch.float64)
+    return Task(
+        name="plateau", description="disc on the toy renderer, no overlap at the start (zero analytic gradient)",
+        make_renderer=lambda: ToyRenderer(**PLATEAU_SCENE), target_params={"x": 0.7, "y": 0.3},
+        error=lambda th: float(torch.linalg.vector_norm(th - target)), budget=2000, quick_budget=1000,
+        success=1e-3,
+        methods={
+            "analytic": _gd("analytic", 0.02, 0.01),
+            "fd": _gd("fd", 0.02, 0.01),
+            "spsa": _gd("spsa", 0.02, 0.01),
+            "prdpt": _gd("prdpt", 0.02, 0.01),
+            "prdpt-is": _gd("prdpt", 0.02, 0.01, sampler="importance"),
+            "zerograds": _gd("zerograds", 0.02, 0.01),
+            "cma": _dfo("cma", sigma0=0.3),
+            "ngopt": _dfo("NGOpt"),
+        })
+
+
+def led_task(segments: int = 64) -> Task:
+    pattern = (torch.rand(segments, generator=torch.Generator().manual_seed(1234)) < 0.5).double()
+    return Task(
+        name="led", description=f"LED display, {segments} binary segments, all off at the start",
+        make_renderer=lambda: LEDRenderer(segments), target_params={"on": pattern.tolist()},
+        error=lambda th: float((torch.round(th) != pattern).double().mean()),
+        budget=2000, quick_budget=1000, success=0.5 / segments,
+        methods={
+            "spsa": _gd("spsa", 0.05, 0.2, c=0.3),
+            "prdpt": _gd("prdpt", 0.05, 0.2, sigma=0.3),
+            "zerograds": _gd("zerograds", 0.05, 0.2, sigma=0.3, samples=4),
+            "cma": _dfo("cma", sigma0=0.3),
+            "ngopt": _dfo("NGOpt"),
+        })
+
+
+def texture_target(size: int = 64) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    check = ((torch.floor(xs * 8) + torch.floor(ys * 8)) % 2)
+    r = 0.2 + 0.6 * xs
+    g = 0.2 + 0.6 * check
+    b = 0.5 + 0.4 * torch.sin(6.0 * ys)
+    return torch.stack([r, g, b], dim=-1).clamp(0, 1)
+
+
+def texture_task(size: int = 64) -> Task:
+    from rendergrad.renderers.toy import ToyRenderer
+    tex = texture_target(size)
+    flat = tex.reshape(-1).double()
+    scene = {"resolution": size, "shapes": [{"type": "texture", "image": "tex"}], "mode": "soft",
+             "params": [{"name": "tex", "shape": [size, size, 3], "init": 0.5}]}
+    return Task(
+        name="texture", description=f"{size}×{size}×3 texture ({size * size * 3} parameters), start grey",
+        make_renderer=lambda: ToyRenderer(**scene), target_params={"tex": tex.tolist()},
+        error=lambda th: float(((th - flat) ** 2).mean()), budget=4000, quick_budget=2000, success=1e-4,
+        methods={
+            "analytic": _gd("analytic", 0.01),
+            "spsa": _gd("spsa", 0.002, c=0.01, pairs=10),
+            "prdpt": _gd("prdpt", 0.002, sigma=0.01, schedule="constant", samples=20),
+            "zerograds": _gd("zerograds", 0.002, sigma=0.025, schedule="constant", samples=20,
+                             encoding=0, lr=1e-3),
+        },
+        note="CMA-ES and nevergrad are left out here: a 12,288-dimensional covariance does not fit the budget.")
+
+
+TASKS: dict[str, Callable[[], Task]] = {
+    "box": box_task, "toy": toy_task, "rosenbrock": rosenbrock_task, "plateau": plateau_task,
+    "led": led_task, "texture": texture_task,
+}
+
+
+def get_task(name: str, **kw: Any) -> Task:
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+    return TASKS[name](**kw)

@@ -1,0 +1,83 @@
+"""Benchmark tasks are the problems they claim to be, and the benchmark machinery works."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import __main__ as dispatcher  # noqa: E402
+from benchmarks import estimators as bench  # noqa: E402
+from benchmarks.tasks import TASKS, BoxRenderer, LEDRenderer, get_task, rosenbrock  # noqa: E402
+
+pytest.importorskip("scipy")
+
+
+def test_box_matches_the_reference_formula():
+    img = BoxRenderer().render(torch.tensor([[0.5, 0.33], [0.5, 0.66]]))
+    assert img.shape == (2, 256, 256, 1)
+    ss = torch.linspace(0, 1, 256)
+    x, y = torch.meshgrid(ss, ss, indexing="ij")
+    px, py = 0.5, 0.33
+    ref = torch.flipud((1 - 2 * (((py - x) / 0.1).abs() ** 10 + ((y - px) / 0.1).abs() ** 10)).clamp(0, 1))
+    assert torch.allclose(img[0, ..., 0], ref, atol=1e-5)
+    # start and target boxes do not overlap: the loss is on a plateau at the start
+    assert float((img[0] * img[1]).sum()) == 0.0
+
+
+def test_every_task_starts_away_from_its_target_and_scores_zero_there():
+    for name in TASKS:
+        kw = {"segments": 21} if name == "led" else {"size": 8} if name == "texture" else {}
+        task = get_task(name, **kw)
+        r = task.make_renderer()
+        space = r.parameter_space()
+        theta0 = space.flatten(task.init or {})
+        assert task.error(theta0) > task.success, name
+        if task.target_params:
+            assert task.error(space.flatten(task.target_params)) <= task.success, name
+
+
+def test_function_tasks():
+    toy = get_task("toy")
+    r = toy.make_renderer()
+    v = r.render(torch.tensor([[4.0], [6.0], [1.1]], dtype=torch.float64)).flatten()
+    assert v[0] == pytest.approx(0.0, abs=1e-9) and v[1] == pytest.approx(1.0)
+    assert rosenbrock(torch.tensor([[1.0, 1.0]]))[0] == 0
+    rb = get_task("rosenbrock")
+    assert rb.error(torch.tensor([1.0, 1.0])) == 0
+
+
+def test_led_segments_are_distinct_and_visible():
+    r = LEDRenderer(336)
+    assert r.parameter_space().size == 336
+    assert bool((r.masks.sum(1) > 0).all())
+    assert torch.linalg.matrix_rank(r.masks[:60]) == 60     # no two segments share their pixels
+
+
+def test_metrics():
+    curve = [(0, 1.0), (10, 0.5), (20, 0.04), (30, 0.01)]
+    assert bench.renders_to(curve, 0.05) == 20
+    assert bench.renders_to(curve, 0.001) == math.inf
+    assert bench.error_at(curve, 25) == 0.04 and bench.error_at(curve, 5) == 1.0
+
+
+def test_dispatcher_finds_benchmarks():
+    found = dispatcher.discover()
+    assert {"estimators", "overhead"} <= set(found)
+    assert "tasks" not in found
+
+
+def test_estimator_benchmark_end_to_end(tmp_path):
+    rc = bench.main(["--tasks", "toy", "--methods", "prdpt,cma", "--seeds", "2", "--budget", "200",
+                     "--jobs", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    md = (tmp_path / "estimators.md").read_text()
+    assert "| prdpt |" in md and "| cma |" in md
+    assert (tmp_path / "estimators_toy.png").stat().st_size > 1000
