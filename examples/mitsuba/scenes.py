@@ -33,21 +33,24 @@ def _checker(a: float = 0.25, b: float = 0.75, scale: float = 8.0) -> dict[str, 
 
 
 def _camera(origin: list[float], target: list[float], fov: float = 40.0, up: list[float] = (0, 1, 0),
-            height: int = 48, width: int = 64) -> dict[str, Any]:
+            height: int = 48, width: int = 64, rfilter: str = "box") -> dict[str, Any]:
+    """A perspective camera. The box reconstruction filter puts each sample in one pixel; Mitsuba's
+    default Gaussian splats it over a 4×4 neighbourhood with atomic adds, which costs ~1.7× the
+    render time on the CPU for the same samples."""
     return {"type": "perspective", "fov": fov, "fov_axis": "x",
             "to_world": {"look_at": {"origin": list(origin), "target": list(target), "up": list(up)}},
-            "film": {"type": "hdrfilm", "width": width, "height": height, "rfilter": {"type": "gaussian"},
+            "film": {"type": "hdrfilm", "width": width, "height": height, "rfilter": {"type": rfilter},
                      "pixel_format": "rgb"}}
 
 
-def shadow(max_depth: int = 6) -> dict[str, Any]:
+def shadow(max_depth: int = 6, rfilter: str = "box") -> dict[str, Any]:
     """The reference "sphere shadow" layout: a camera on the +x axis looks at a checkered wall
     (the plane x = 0); a point light high behind the camera and a sphere between the light and
     the wall, above the view, whose shadow is the only visible trace of it."""
     return {
         "type": "scene",
         "integrator": {"type": "path", "max_depth": max_depth},
-        "sensor": _camera([17.66, 0.0, 0.0], [0.0, 0.0, 0.0], fov=39.6),
+        "sensor": _camera([17.66, 0.0, 0.0], [0.0, 0.0, 0.0], fov=39.6, rfilter=rfilter),
         "sky": {"type": "constant", "radiance": {"type": "rgb", "value": [0.3, 0.3, 0.5]}},
         "sun": {"type": "point", "position": [26.0, 13.8, 0.0], "intensity": {"type": "rgb", "value": [1715.0] * 3}},
         "wall": {"type": "rectangle", "to_world": [{"rotate": {"axis": [0, 1, 0], "angle": 90}}, {"scale": [12.0, 12.0, 1.0]}],
