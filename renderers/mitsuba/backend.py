@@ -101,5 +101,5 @@ def availability() -> tuple[bool, str]:
     ok, why = llvm_status()
     if ok:
         return True, ""
-    return False, why + " (only the slow, forward-only scalar_rgb variant would work: pass variant = \"scalar_rgb\" " \
-                        "to use it anyway)"
+    return False, why + " (only the slow, forward-only scalar_rgb variant works without it: construct " \
+                        "MitsubaRenderer(..., variant=\"scalar_rgb\") directly to use it anyway)"
