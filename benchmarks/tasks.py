@@ -160,9 +160,9 @@ def box_task() -> Task:
             "analytic": _gd("analytic", 0.01, 0.01),
             "fd": _gd("fd", 0.01, 0.01, h=0.01),
             "spsa": _gd("spsa", 0.01, 0.01),
-            "prdpt": _gd("prdpt", 0.01, 0.01, sigma=0.2),
-            "prdpt-is": _gd("prdpt", 0.01, 0.01, sigma=0.2, sampler="importance"),
-            "zerograds": _gd("zerograds", 0.01, 0.01, sigma=0.2),
+            "prdpt": _gd("prdpt", 0.02, 0.001, sigma=0.1, samples=4),
+            "prdpt-is": _gd("prdpt", 0.02, 0.001, sigma=0.1, samples=4, sampler="importance"),
+            "zerograds": _gd("zerograds", 0.01, 0.001, sigma=0.1),
             "cma": _dfo("cma", sigma0=0.1),
             "ngopt": _dfo("NGOpt"),
         })
@@ -181,11 +181,12 @@ def toy_task() -> Task:
         target_image=lambda: torch.zeros(1, 1, 1), error=lambda th: float((th[0] - 4.0).abs()),
         budget=2000, quick_budget=1000, success=0.01,
         methods={
-            "fd": _gd("fd", 0.01, 0.01, h=0.005),
-            "spsa": _gd("spsa", 0.01, 0.01),
-            "prdpt": _gd("prdpt", 0.01, 0.01, sigma=0.1),
-            "prdpt-is": _gd("prdpt", 0.01, 0.01, sigma=0.1, sampler="importance"),
-            "zerograds": _gd("zerograds", 0.01, 0.01, sigma=0.1),
+            # σ 0.04 of the [0, 8] range = the paper's 0.33 in x units
+            "fd": _gd("fd", 0.01, 0.1, h=0.005),
+            "spsa": _gd("spsa", 0.01, 0.1),
+            "prdpt": _gd("prdpt", 0.01, 0.1, sigma=0.04),
+            "prdpt-is": _gd("prdpt", 0.01, 0.1, sigma=0.04, sampler="importance"),
+            "zerograds": _gd("zerograds", 0.01, 0.1, sigma=0.04),
             "cma": _dfo("cma", sigma0=0.1),
             "ngopt": _dfo("NGOpt"),
         })
