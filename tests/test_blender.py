@@ -25,33 +25,55 @@ from rendergrad.renderers.blender import BlenderRenderer  # noqa: E402
 from rendergrad.renderers.blender.paths import PathError, parse  # noqa: E402
 from rendergrad.renderers.bridge import protocol as P  # noqa: E402
 
-SCENE = '''
-import bpy
+# Built from scratch, like examples/bridge/blender_scene.py: floor, sphere, a row of cubes (array
+# modifier), two point lights, a camera.
+SCENE = '''import bpy
+
 scene = bpy.context.scene
-bpy.ops.mesh.primitive_plane_add(size=12)
-bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.9, -0.5, 0.5), segments=24, ring_count=12)
-bpy.context.object.name = "Sphere"
+
+bpy.ops.mesh.primitive_plane_add(size=12, location=(0, 0, 0))
+floor = bpy.context.object
+floor.name = "Floor"
+
+bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(1.8, -0.8, 0.5), segments=24, ring_count=12)
+sphere = bpy.context.object
+sphere.name = "Sphere"
 mat = bpy.data.materials.new("SphereMat")
-mat.use_nodes = True
+if mat.node_tree is None:  # Blender < 5 creates materials without nodes
+    mat.use_nodes = True
 mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.8, 0.3, 0.1, 1.0)
-bpy.context.object.data.materials.append(mat)
-bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2.4, 0.0, 0.3))
+sphere.data.materials.append(mat)
+
+bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2.6, 0.5, 0.3))
 cubes = bpy.context.object
 cubes.name = "Cubes"
 array = cubes.modifiers.new("Array", "ARRAY")
 array.count = 3
-array.relative_offset_displace = (1.5, 0.0, 0.0)
-for name, energy, loc in (("Key", 600.0, (2.0, -2.5, 4.0)), ("Fill", 200.0, (-3.0, -2.0, 3.0))):
-    light = bpy.data.lights.new(name, "POINT")
-    light.energy = energy
-    obj = bpy.data.objects.new(name, light)
-    obj.location = loc
-    scene.collection.objects.link(obj)
-cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-cam.location = (0.0, -7.5, 3.0)
-cam.rotation_euler = (1.25, 0.0, 0.0)
-scene.collection.objects.link(cam)
-scene.camera = cam
+array.relative_offset_displace = (1.2, 0.0, 0.0)
+cube_mat = bpy.data.materials.new("CubeMat")
+if cube_mat.node_tree is None:
+    cube_mat.use_nodes = True
+cube_mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.05, 0.1, 0.6, 1.0)
+cubes.data.materials.append(cube_mat)
+
+key = bpy.data.lights.new("Key", "POINT")
+key.energy = 600.0
+key_obj = bpy.data.objects.new("Key", key)
+key_obj.location = (2.0, -2.5, 4.0)
+scene.collection.objects.link(key_obj)
+
+fill = bpy.data.lights.new("Fill", "POINT")
+fill.energy = 200.0
+fill_obj = bpy.data.objects.new("Fill", fill)
+fill_obj.location = (-3.0, -2.0, 3.0)
+scene.collection.objects.link(fill_obj)
+
+cam = bpy.data.cameras.new("Camera")
+cam_obj = bpy.data.objects.new("Camera", cam)
+cam_obj.location = (0.0, -7.5, 3.0)
+cam_obj.rotation_euler = (1.25, 0.0, 0.0)
+scene.collection.objects.link(cam_obj)
+scene.camera = cam_obj
 '''
 
 PARAMS = [
@@ -153,13 +175,16 @@ def test_undeclared_parameters_are_refused(blender):
     ("zerograds", {"sigma": 0.3, "samples": 4}, 0.05),
 ])
 def test_scene_is_optimized_end_to_end(blender2, estimator, options, lr):
-    steps = 50
+    steps = 120
+    blender2.load_state_dict({"counter": 0, "batches": 0})  # the same noise whatever ran before
     res = rg.optimize(blender2, "mse", estimator, estimator_options=options, target_params={"z": 1.4, "count": 5},
                       steps=steps, lr=lr, seed=0)
     assert res.steps == steps and res.evaluations == steps * options["samples"]
-    assert abs(res.params["z"] - 1.4) < 0.25, res.params
+    assert abs(res.params["z"] - 1.4) < 0.15, res.params
+    # the discrete parameter moves from 2 to the target's neighbourhood (Cycles noise at 4 spp
+    # and 48x48 leaves one cube more or less within the noise floor for some seeds)
     assert isinstance(res.params["count"], int) and abs(res.params["count"] - 5) <= 1, res.params
-    assert res.loss < 0.7 * res.history[0]["loss"]
+    assert res.loss < 0.5 * res.history[0]["loss"]
 
 
 def test_a_bad_declaration_fails_at_start_with_a_clear_message(scene_file):

@@ -13,20 +13,26 @@ bpy.ops.mesh.primitive_plane_add(size=12, location=(0, 0, 0))
 floor = bpy.context.object
 floor.name = "Floor"
 
-bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.9, -0.5, 0.5), segments=24, ring_count=12)
+bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(1.8, -0.8, 0.5), segments=24, ring_count=12)
 sphere = bpy.context.object
 sphere.name = "Sphere"
 mat = bpy.data.materials.new("SphereMat")
-mat.use_nodes = True
+if mat.node_tree is None:  # Blender < 5 creates materials without nodes
+    mat.use_nodes = True
 mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.8, 0.3, 0.1, 1.0)
 sphere.data.materials.append(mat)
 
-bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2.4, 0.0, 0.3))
+bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2.6, 0.5, 0.3))
 cubes = bpy.context.object
 cubes.name = "Cubes"
 array = cubes.modifiers.new("Array", "ARRAY")
 array.count = 3
-array.relative_offset_displace = (1.5, 0.0, 0.0)
+array.relative_offset_displace = (1.2, 0.0, 0.0)
+cube_mat = bpy.data.materials.new("CubeMat")
+if cube_mat.node_tree is None:
+    cube_mat.use_nodes = True
+cube_mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.05, 0.1, 0.6, 1.0)
+cubes.data.materials.append(cube_mat)
 
 key = bpy.data.lights.new("Key", "POINT")
 key.energy = 600.0
