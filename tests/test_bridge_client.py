@@ -80,6 +80,11 @@ def start_minimal(spawn, *extra):
     return p, line.split()[-1]
 
 
+def test_the_minimal_server_uses_no_rendergrad_code():
+    imports = [line for line in MINIMAL.read_text().splitlines() if line.startswith(("import ", "from "))]
+    assert imports and not any("rendergrad" in line for line in imports), imports
+
+
 # -- launched workers --------------------------------------------------------------------------
 def test_fan_out_keeps_order_and_matches_the_server_exactly():
     r = BridgeRenderer(command=minimal_command("--size", "16"), workers=2, timeout=20)
