@@ -182,3 +182,38 @@ def test_every_example_run_file_builds_and_its_parameters_change_the_image(name,
     r.seed_mode = "fixed"   # the same samples for both: the difference is the parameters'
     imgs = r.render(torch.stack([start, target]).float())
     assert float(((imgs[0] - imgs[1]) ** 2).mean()) > 1e-4
+
+
+XML = """<scene version="3.0.0">
+  <default name="albedo" value="0.5"/>
+  <integrator type="path"><integer name="max_depth" value="3"/></integrator>
+  <sensor type="perspective">
+    <float name="fov" value="45"/>
+    <transform name="to_world"><lookat origin="0, 0, 3" target="0, 0, 0" up="0, 1, 0"/></transform>
+    <film type="hdrfilm"><integer name="width" value="32"/><integer name="height" value="24"/></film>
+  </sensor>
+  <shape type="rectangle" id="wall">
+    <bsdf type="diffuse"><rgb name="reflectance" value="$albedo"/></bsdf>
+  </shape>
+  <emitter type="point" id="lamp">
+    <point name="position" x="0.3" y="0.2" z="2.5"/>
+    <rgb name="intensity" value="8"/>
+  </emitter>
+</scene>
+"""
+
+
+def test_xml_scene_with_defaults_and_a_new_resolution(tmp_path):
+    path = tmp_path / "room.xml"
+    path.write_text(XML)
+    decl = [{"name": "lamp_xy", "position": "lamp", "axes": "xy", "low": -1.0, "high": 1.0}]
+    r = MitsubaRenderer(str(path), decl, xml_defaults={"albedo": 0.8}, resolution=[12, 16], spp=8)
+    assert r.parameter_space().decode(r.parameter_space().initial_theta())["lamp_xy"] == pytest.approx([0.3, 0.2])
+    assert float(r.params["wall.bsdf.reflectance.value"][0][0]) == pytest.approx(0.8)
+    img = r.render(torch.tensor([[0.3, 0.2], [-0.9, 0.9]]))
+    assert img.shape == (2, 12, 16, 3)
+    # moving the light to the upper left brightens that corner relative to the lower right
+    corner = lambda im: float(im[:4, :4].mean() - im[-4:, -4:].mean())  # noqa: E731
+    assert corner(img[1]) > corner(img[0]) + 0.01
+    with pytest.raises(ConfigError, match="not found"):
+        MitsubaRenderer(str(tmp_path / "missing.xml"), decl)
