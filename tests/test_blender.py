@@ -195,3 +195,45 @@ def test_a_bad_declaration_fails_at_start_with_a_clear_message(scene_file):
                 "kind": "continuous"}]
     with pytest.raises(RendererFailure, match="integer property"):
         BlenderRenderer(scene=str(scene_file), params=not_int, resolution=8, samples=1, max_restarts=0)
+
+
+def test_blend_file_served_by_hand_and_attached(tmp_path, scene_file, blender):
+    """`rendergrad bridge serve blender` on a saved .blend; the client attaches to it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    blend = tmp_path / "scene.blend"
+    subprocess.run([sys.executable, "-c", "import bpy, runpy; bpy.ops.wm.read_factory_settings(use_empty=True); "
+                    f"runpy.run_path({str(scene_file)!r}); bpy.ops.wm.save_as_mainfile(filepath={str(blend)!r})"],
+                   check=True, capture_output=True, timeout=120)
+    options = tmp_path / "scene.json"
+    options.write_text(json.dumps({"scene": str(blend), "params": PARAMS, "resolution": 48, "samples": 4}))
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "rendergrad.cli", "bridge", "serve", "blender", "--endpoint",
+                             f"ipc://{tmp_path}/blender.sock", "--options-file", str(options),
+                             "--ready-file", str(ready)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        attached = BlenderRenderer(endpoints=ready.read_text().strip(), timeout=60)
+        try:
+            assert attached.parameter_space().names == blender.parameter_space().names
+            assert attached.light_parameters() == ["key"]
+            theta = blender.parameter_space().initial_theta().unsqueeze(0).float()
+            blender.load_state_dict({"counter": 0, "batches": 0})
+            a, b = attached.render(theta), blender.render(theta)
+            # same scene, same parameters, same per-image seed: the same Cycles image
+            assert float((a - b).abs().mean()) < 1e-3 * float(b.abs().mean())
+        finally:
+            attached.close()
+        assert proc.poll() is None   # attaching and closing does not stop a server started by hand
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0      # SIGTERM: a clean shutdown
