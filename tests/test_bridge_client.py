@@ -226,6 +226,17 @@ def raw(toy_server):
     ctx.term()
 
 
+def test_batches_are_split_to_the_server_limits(toy_server):
+    import torch
+    r = BridgeRenderer(endpoints=toy_server[0])   # that server accepts 64 KiB messages: 21 images of 16²×3
+    try:
+        theta = torch.rand(50, 2)
+        images = r.render(theta)
+        assert images.shape == (50, 16, 16, 3) and r.stats["requests"] >= 3
+    finally:
+        r.close()
+
+
 def test_cli_server_renders_like_the_in_process_renderer(toy_server, capsys):
     from rendergrad.cli import main
     from rendergrad.renderers.toy import ToyRenderer

@@ -244,7 +244,7 @@ class BridgeRenderer(Renderer):
         self._revive()
         usable = [w for w in self.workers if w.state in ("ready", "starting")]
         k = max(1, len(usable))
-        size = self.chunk_size or math.ceil(b / k)
+        size = min(self.chunk_size or math.ceil(b / k), self._max_chunk())
         chunks = [(s, min(b, s + size)) for s in range(0, b, size)]
         queue = collections.deque(range(len(chunks)))
         attempts = [0] * len(chunks)
@@ -319,6 +319,19 @@ class BridgeRenderer(Renderer):
         out = np.concatenate(done) if len(done) > 1 else done[0]  # type: ignore[arg-type]
         self.stats["images"] += b
         return out
+
+    def _max_chunk(self) -> int:
+        """The largest request every server accepts (hello's max_batch and max_message_bytes)."""
+        per_image = 4 * math.prod(self.image_shape)
+        limit = 1 << 30
+        for w in self.workers:
+            caps = w.info.get("capabilities") if isinstance(w.info.get("capabilities"), dict) else {}
+            mb, mm = caps.get("max_batch"), caps.get("max_message_bytes")
+            if isinstance(mb, int) and mb > 0:
+                limit = min(limit, mb)
+            if isinstance(mm, int) and mm > 0:
+                limit = min(limit, max(1, (mm - 4096) // per_image))
+        return limit
 
     def _fail(self, w: _Worker, why: str, queue, chunks, attempts) -> None:
         """A worker lost its chunk: requeue it, then restart (launched) or set the worker aside."""
