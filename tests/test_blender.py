@@ -237,3 +237,21 @@ def test_blend_file_served_by_hand_and_attached(tmp_path, scene_file, blender):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     assert proc.returncode == 0      # SIGTERM: a clean shutdown
+
+
+def test_blender_worker_killed_mid_run_is_replaced(blender2):
+    import signal
+    import threading
+    victim = blender2.worker_pids()[1]
+    restarts = blender2.stats["restarts"]
+
+    def kill_soon():
+        time.sleep(1.0)
+        os.killpg(victim, signal.SIGKILL)
+
+    threading.Thread(target=kill_soon, daemon=True).start()
+    res = rg.optimize(blender2, "mse", "spsa", target_params={"z": 1.0, "count": 3}, steps=40, lr=0.05)
+    assert res.steps == 40 and res.evaluations == 80
+    assert blender2.stats["restarts"] == restarts + 1
+    assert not Path(f"/proc/{victim}").exists() or "Z" in Path(f"/proc/{victim}/stat").read_text().split(")")[-1][:3]
+    assert victim not in blender2.worker_pids()

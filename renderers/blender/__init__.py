@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,7 +47,10 @@ class BlenderRenderer(BridgeRenderer):
         if scene is None:
             raise ConfigError("blender renderer: set `scene` (a .blend file or a .py script that builds the scene) "
                               "and `params`, or `endpoints` to attach to running Blender servers")
-        options = {"scene": str(Path(scene).expanduser().resolve()), "params": list(params or []), "engine": engine,
+        # EXR frames go to a folder this client owns and removes, even after a killed worker.
+        scratch = tempfile.mkdtemp(prefix="rendergrad-blender-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self._scratch = weakref.finalize(self, shutil.rmtree, scratch, True)
+        options = {"scratch": scratch, "scene": str(Path(scene).expanduser().resolve()), "params": list(params or []), "engine": engine,
                    "resolution": resolution, "samples": samples, "denoise": denoise, "threads": threads,
                    "channels": channels, "max_bounces": max_bounces, "persistent_data": persistent_data}
         opts = json.dumps(options)
@@ -55,7 +61,17 @@ class BlenderRenderer(BridgeRenderer):
             command = [exe, "-b", "--factory-startup", "--python", server, "--", *tail]
         else:
             command = [sys.executable, "-m", "rendergrad.renderers.blender.server", *tail]
-        super().__init__(command=command, workers=workers, transport=transport, **common)
+        try:
+            super().__init__(command=command, workers=workers, transport=transport, **common)
+        except BaseException:
+            self._scratch()
+            raise
+
+    def close(self) -> None:
+        super().close()
+        scratch = getattr(self, "_scratch", None)
+        if scratch is not None:
+            scratch()
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

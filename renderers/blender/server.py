@@ -45,7 +45,7 @@ class BlenderServer(Server):
     def __init__(self, scene: str | None = None, params: Sequence[dict[str, Any]] = (), engine: str = "cycles",
                  resolution: int | Sequence[int] = 64, samples: int = 16, denoise: bool = False,
                  threads: int | None = None, channels: int = 3, max_bounces: int | None = None,
-                 persistent_data: bool = False):
+                 persistent_data: bool = False, scratch: str | None = None):
         import bpy  # noqa: PLC0415 - only inside the server process
         self.bpy = bpy
         if engine.lower() not in ENGINES:
@@ -89,7 +89,10 @@ class BlenderServer(Server):
         self.size = (h, w)
         self._declare(params)
         # Created last, so a declaration error leaves nothing behind; removed by close().
-        self._tmp = tempfile.mkdtemp(prefix="rendergrad-blender-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # `scratch`: a folder owned by the client that launched this worker, which removes it
+        # even when this process is killed before it can clean up.
+        base = scratch if scratch and os.path.isdir(scratch) else ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self._tmp = tempfile.mkdtemp(prefix="rendergrad-blender-", dir=base)
         self._out = os.path.join(self._tmp, "frame.exr")
         sc.render.filepath = self._out
 

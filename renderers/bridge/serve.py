@@ -5,8 +5,8 @@
 
 KIND is ``blender`` (the Blender server; options as for the ``blender`` renderer's scene
 options) or the name of any installed in-process renderer plugin (``toy``, ``mitsuba``...).
-Also runnable as ``python -m rendergrad.renderers.bridge.serve`` (what launched workers use:
-it skips plugin discovery, so a worker starts faster).
+Also runnable as ``python -m rendergrad.renderers.bridge.serve``; Blender workers run
+``python -m rendergrad.renderers.blender.server``, which skips plugin discovery and starts faster.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_server(kind: str, options: dict[str, Any]):
     if kind == "blender":
+        from rendergrad.registry import check_options
         from rendergrad.renderers.blender.server import BlenderServer
+        check_options(BlenderServer, options, "blender server")
         return BlenderServer(**options)
     from rendergrad.registry import registry
     from .server import RendererServer
