@@ -17,6 +17,9 @@ Three ways to estimate ``∇g`` (option ``sampler``):
 * ``mode="reparam"`` — the reparameterised estimator ``E[∇f(u+ε)]`` ("κ∂P") for differentiable
   renderers: lower variance, one backward pass per sample.
 
+``sigma_step=True`` (default) scales the gradient by ``σ/σ₀``, so with Adam the steps shrink
+as the kernel narrows and the parameters settle even at a constant learning rate.
+
 ``qmc=True`` draws the offsets from a scrambled Sobol sequence (fresh scramble each step, seeded
 from the run's generator) instead of pseudo-random numbers.
 
@@ -88,7 +91,7 @@ class PRDPT(GradientEstimator):
     def __init__(self, sigma: float = 0.5, sigma_min: float = 0.01, schedule: str | Callable = "paper",
                  anneal_start: float = 0.5, points: Sequence[Sequence[float]] | None = None,
                  samples: int = 2, antithetic: bool = True, sampler: str = "gaussian",
-                 mode: str = "score", qmc: bool = False, center: bool = False):
+                 mode: str = "score", qmc: bool = False, center: bool = False, sigma_step: bool = True):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
@@ -106,7 +109,7 @@ class PRDPT(GradientEstimator):
         self.schedule = SigmaSchedule(schedule, sigma=sigma, sigma_min=sigma_min, anneal_start=anneal_start,
                                       points=points, who="prdpt")
         self.samples, self.antithetic, self.sampler, self.mode = samples, bool(antithetic), sampler, mode
-        self.qmc, self.center = bool(qmc), bool(center)
+        self.qmc, self.center, self.sigma_step = bool(qmc), bool(center), bool(sigma_step)
         # An instance attribute: the loop checks it, so the reparameterised mode refuses
         # forward-only renderers up front.
         self.requires_differentiable = mode == "reparam"
@@ -152,6 +155,11 @@ class PRDPT(GradientEstimator):
             else:
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
+        if self.sigma_step:
+            # Scale by σ/σ₀: Adam's step is lr · m/√v with v remembering past magnitudes, so the
+            # steps shrink as the kernel narrows — the parameters settle to the resolution the
+            # smoothing currently has instead of jittering at lr around the optimum.
+            grad = grad * (sigma / self.schedule(0.0))
         renders = offsets.shape[0]
         loss = float(losses.mean())
         if self.center:
