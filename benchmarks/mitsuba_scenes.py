@@ -148,12 +148,12 @@ def profile_step(r, theta: torch.Tensor, reps: int) -> dict[str, float]:
     return {k: v / reps for k, v in out.items()}
 
 
-def run_sphere_shadow(steps: int, ref_steps: int, seed: int) -> dict[str, Any]:
+def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "common") -> dict[str, Any]:
     import rendergrad as rg
     sc = _scenes()
     task = sc.task("sphere_shadow")
     res, spp = (192, 256), 32
-    r = _renderer(task, "forward", res, spp, seed_mode="common")
+    r = _renderer(task, "forward", res, spp, seed_mode=seed_mode)
     space = r.parameter_space()
     width = float((space.high - space.low)[0])          # 4 scene units: σ and lr scale by 1/4
     opts = {"sigma": 0.5 / width, "samples": 2, "sampler": "importance"}
@@ -219,7 +219,7 @@ def run_sphere_shadow(steps: int, ref_steps: int, seed: int) -> dict[str, Any]:
     print(f"side by side: {side}", flush=True)
     r.close()
     r_gauss.close()
-    return {"ours": ours, "side": side}
+    return {"ours": ours, "side": side, "seed_mode": seed_mode}
 
 
 def _mse():
@@ -233,7 +233,7 @@ def sphere_markdown(out: dict[str, Any], steps: int) -> str:
     pb, pg = s["profile_box"], s["profile_gaussian"]
     return "\n".join([
         f"PRDPT (`sampler = \"importance\"`, one antithetic pair, σ0 = 0.5 scene units, lr 2e-2, {steps} steps), "
-        "256×192, 32 spp, path depth 6, box film filter, common random numbers within the pair.", "",
+        f"256×192, 32 spp, path depth 6, box film filter, seed_mode = \"{out['seed_mode']}\".", "",
         f"- parameter MSE: {curve} (reference: 0.56 @50, 0.060 @100, 0.039 @200, 0.0014 @300, 3e-6 @400)",
         f"- final parameters {o['params']} (target {{'occluder': [-1.5, 1.0]}})",
         f"- wall time: {o['s_per_step']:.3f} s/step over the run ({o['render_s_per_step']:.3f} s of it in the renderer), "
@@ -257,12 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--ref-steps", type=int, default=20, help="steps timed side by side (sphere shadow)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed-mode", default="common", choices=("independent", "common", "fixed"),
+                    help="sphere shadow: the renderer's seed_mode (fixed = every render, target included, "
+                         "with one seed, as the authors' code does)")
     ap.add_argument("--out", default=None, help="append the markdown result to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.sphere_shadow:
         steps = args.steps or 400
-        md = "## Sphere shadow (reference task)\n\n" + sphere_markdown(run_sphere_shadow(steps, args.ref_steps, args.seed), steps)
+        md = "## Sphere shadow (reference task)\n\n" + sphere_markdown(
+            run_sphere_shadow(steps, args.ref_steps, args.seed, args.seed_mode), steps)
     else:
         steps = args.steps or 150
         res = tuple(int(v) for v in args.resolution.split(","))
