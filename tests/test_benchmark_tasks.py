@@ -49,6 +49,11 @@ def test_function_tasks():
     r = toy.make_renderer()
     v = r.render(torch.tensor([[4.0], [6.0], [1.1]], dtype=torch.float64)).flatten()
     assert v[0] == pytest.approx(0.0, abs=1e-9) and v[1] == pytest.approx(1.0)
+    # the spline's second zero, and the error measures the distance to the nearer zero
+    from benchmarks.tasks import TOY_SECOND_ZERO
+    assert r.render(torch.tensor([[TOY_SECOND_ZERO]]))[0, 0, 0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert r.render(torch.tensor([[4.06]]))[0, 0, 0, 0] < 0
+    assert toy.error(torch.tensor([4.11])) == pytest.approx(0.0063, abs=1e-4)
     assert rosenbrock(torch.tensor([[1.0, 1.0]]))[0] == 0
     rb = get_task("rosenbrock")
     assert rb.error(torch.tensor([1.0, 1.0])) == 0
