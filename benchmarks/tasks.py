@@ -286,9 +286,9 @@ def texture_task(size: int = 64) -> Task:
         error=lambda th: float(((th - flat) ** 2).mean()), budget=4000, quick_budget=2000, success=1e-4,
         methods={
             "analytic": _gd("analytic", 0.01),
-            "spsa": _gd("spsa", 0.002, c=0.01, pairs=10),
-            "prdpt": _gd("prdpt", 0.002, sigma=0.01, schedule="constant", samples=20, sigma_step=False),
-            "zerograds": _gd("zerograds", 0.002, sigma=0.025, schedule="constant", samples=20,
+            "spsa": _gd("spsa", 0.01, 0.1, c=0.01, pairs=10),
+            "prdpt": _gd("prdpt", 0.01, 0.1, sigma=0.01, schedule="constant", samples=20, sigma_step=False),
+            "zerograds": _gd("zerograds", 0.01, 0.1, sigma=0.025, schedule="constant", samples=20,
                              encoding=0, lr=1e-3),
         },
         note="CMA-ES and nevergrad are left out here: a 12,288-dimensional covariance does not fit the budget.")
