@@ -44,7 +44,10 @@ SHAPE_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_SHAPES = [{"type": "disc", "x": "x", "y": "y", "radius": 0.12, "color": [1.0, 0.45, 0.2]}]
-DEFAULT_PARAMS = [{"name": "x", "init": 0.25}, {"name": "y", "init": 0.75}]
+# Bounds keep the default disc (radius 0.12) inside the frame: a disc pushed out of view also
+# lowers an image loss, so unbounded [0, 1] positions make the frame corners false minima.
+DEFAULT_PARAMS = [{"name": "x", "init": 0.25, "low": 0.12, "high": 0.88},
+                  {"name": "y", "init": 0.75, "low": 0.12, "high": 0.88}]
 
 
 def _ref(value: Any) -> str | None:

@@ -59,11 +59,16 @@ def test_run_writes_the_documented_outputs(tmp_path):
 def test_interrupted_run_resumes_from_its_folder(tmp_path):
     out = tmp_path / "run"
     cfg = ROOT / "examples/toy/plateau.toml"
-    cli("run", cfg, "--out", out, "--set", "optimizer.steps=20", "--set", "optimizer.checkpoint_every=5")
+    # A constant smoothing scale: PRDPT's default schedule anneals over the run's length, so a
+    # 10-step run extended to 20 is not the same run as 20 steps from the start.
+    const = "estimator.options={schedule='constant'}"
+    cli("run", cfg, "--out", out, "--set", "optimizer.steps=20", "--set", "optimizer.checkpoint_every=5",
+        "--set", const)
     full = json.loads((out / "result.json").read_text())
     # A second folder runs 10 steps, then is resumed with the full step count.
     out2 = tmp_path / "run2"
-    cli("run", cfg, "--out", out2, "--set", "optimizer.steps=10", "--set", "optimizer.checkpoint_every=5")
+    cli("run", cfg, "--out", out2, "--set", "optimizer.steps=10", "--set", "optimizer.checkpoint_every=5",
+        "--set", const)
     cli("run", "--resume", out2, "--set", "optimizer.steps=20")
     resumed = json.loads((out2 / "result.json").read_text())
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]

@@ -170,3 +170,14 @@ def test_discrete_parameters_render_rounded():
     rg.optimize(r, "mse", "spsa", target_params={"w": 3}, steps=5, lr=0.1)
     all_theta = torch.cat(seen)
     assert torch.equal(all_theta, torch.round(all_theta))
+
+
+def test_readme_example_crosses_the_plateau_with_the_default_toy_scene():
+    """The README's first Python example uses the toy renderer's default scene. Its positions
+    must keep the disc in frame; with [0, 1] bounds PRDPT pushed the disc into a corner
+    (x=0, y=1), where less of it shows and the loss is lower than on the plateau."""
+    space = ToyRenderer().parameter_space()
+    assert all(p.low >= 0.12 and p.high <= 0.88 for p in space.params)
+    res = rg.optimize("toy", "mse", "prdpt", renderer_options={"mode": "hard"},
+                      target_params={"x": 0.7, "y": 0.3}, lr=0.02, steps=300, seed=0)
+    assert abs(res.params["x"] - 0.7) < 0.03 and abs(res.params["y"] - 0.3) < 0.03, res.params
