@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -114,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone, so a BrokenPipeError came from stdout
+    and not from a renderer's own pipe."""
+    try:
+        import select
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -121,10 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away surfaces here, not at interpreter exit
+        return code
     except RendergradError as e:
         print(f"rendergrad: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `rendergrad plugins | head`: the reader stopped reading, which is not an error.
+        if not _stdout_closed():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what shell tools report
     except KeyboardInterrupt:
         hint = (f" Resume with: rendergrad run --resume {args.resume or args.out}"
                 if args.command == "run" else "")

@@ -43,6 +43,14 @@ def test_plugins_json_lists_builtins_with_distribution_and_version():
     assert "toy" in table and "distribution" in table
 
 
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    """`rendergrad plugins | head -1`: the reader goes away before the table is written."""
+    p = subprocess.Popen([EXE, "plugins"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=600) == 141 and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_run_writes_the_documented_outputs(tmp_path):
     out = tmp_path / "run"
     cli("run", ROOT / "examples/toy/colors.toml", "--out", out, "--set", "optimizer.steps=60")
@@ -79,7 +87,7 @@ def test_interrupted_run_resumes_from_its_folder(tmp_path):
     ("optimizer.setps=10", "unknown key 'setps' in [optimizer] (did you mean 'steps'?)"),
     ("estimator.name=prdtp", "unknown estimator 'prdtp'"),
     ("target.params={z=0.5}", "target.params: unknown parameter 'z'; valid names are: x, y"),
-    ("params.init={x=2.0}", "init: x = 2 lies outside its bounds [0, 1]"),
+    ("params.init={x=2.0}", "init: x = 2 lies outside its bounds [0.12, 0.88]"),
     ("optimizer.lr=-1", "lr must be > 0"),
     ("estimator.options={sigam=0.1}", "unknown option 'sigam'"),
 ])
