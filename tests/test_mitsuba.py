@@ -98,15 +98,16 @@ def _param_mse(result: rg.Result, target: list[float]) -> float:
 
 def test_prdpt_recovers_shadow_position_where_analytic_stalls():
     t = scenes.task("shadow")
-    common = dict(target_params=t["target"], init=t["init"], steps=60, seed=0, final_render=False)
+    common = dict(target_params=t["target"], init=t["init"], steps=80, seed=0, final_render=False)
     opts = dict(scene=scenes.shadow(max_depth=2), params=t["params"], resolution=[24, 32], spp=8)
     start = _param_mse_from(t["init"]["occluder"], t["target"]["occluder"])
     fwd = MitsubaRenderer(seed_mode="common", **opts)
-    res_p = rg.optimize(fwd, "mse", "prdpt", estimator_options={"sigma": 0.25, "samples": 4}, lr=0.03, **common)
+    # Seeds 0-3 of this setting end at parameter MSE 3e-4 .. 0.03 (the bound below is 0.08).
+    res_p = rg.optimize(fwd, "mse", "prdpt", estimator_options={"sigma": 0.2, "samples": 4}, lr=0.04, **common)
     diff = MitsubaRenderer(mode="differentiable", integrator="prb_projective", **opts)
-    res_a = rg.optimize(diff, "mse", "analytic", lr=0.03, **common)
+    res_a = rg.optimize(diff, "mse", "analytic", lr=0.04, **common)
     err_p, err_a = _param_mse(res_p, t["target"]["occluder"]), _param_mse(res_a, t["target"]["occluder"])
-    assert res_p.evaluations == 60 * 4 and res_a.evaluations == 60
+    assert res_p.evaluations == 80 * 4 and res_a.evaluations == 80
     assert err_p < 0.05 * start, (err_p, start)
     assert err_a > 0.3 * start, (err_a, start)      # stalled on the plateau (or walked away)
 
