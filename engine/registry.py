@@ -95,11 +95,14 @@ class Registry:
 
 def check_options(cls: type, options: dict[str, Any], what: str) -> None:
     """Reject option names the constructor does not take, listing the ones it does."""
-    try:
-        sig = inspect.signature(cls.__init__)
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return
-    params = [p for p in list(sig.parameters.values())[1:]]
+    if cls.__init__ is object.__init__:
+        params = []  # no constructor of its own (e.g. mse): it takes no options at all
+    else:
+        try:
+            sig = inspect.signature(cls.__init__)
+        except (TypeError, ValueError):  # pragma: no cover - builtins
+            return
+        params = [p for p in list(sig.parameters.values())[1:]]
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

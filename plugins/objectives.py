@@ -10,7 +10,9 @@ from rendergrad.errors import ConfigError, RendererOutputError
 
 def check_target(name: str, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     if target is None:
-        raise ConfigError(f"objective {name!r} compares against a reference: give [target] params or image")
+        raise ConfigError(f"objective {name!r} compares against a reference: give one ([target] params or image "
+                          "in a run file, --target or --target-multipliers for `rendergrad olat optimize`, "
+                          "target= or target_params= in rendergrad.optimize)")
     if tuple(target.shape) != tuple(images.shape[1:]):
         raise RendererOutputError(
             f"objective {name!r}: rendered images are {tuple(images.shape[1:])} but the target is "

@@ -491,6 +491,8 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
             options[key] = getattr(args, flag)
     objective = registry().create("objective", args.objective, options)
     target = None
+    if args.target and args.target_multipliers:
+        raise ConfigError("olat optimize: give --target (an image) or --target-multipliers, not both")
     if args.target:
         target = load_image(args.target)
     elif args.target_multipliers:
@@ -538,8 +540,21 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         src = src / "multipliers.json"
     if not src.is_file():
         raise ConfigError(f"olat apply: {src} not found (give multipliers.json or the optimize output folder)")
-    data = json.loads(src.read_text())
-    mult = data["candidates"][args.candidate]["multipliers"] if args.candidate is not None else data["multipliers"]
+    try:
+        data = json.loads(src.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"olat apply: {src} is not JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("multipliers"), dict):
+        raise ConfigError(f"olat apply: {src} has no \"multipliers\"; give the multipliers.json written by "
+                          "`rendergrad olat optimize` (or its output folder)")
+    if args.candidate is not None:
+        candidates = data.get("candidates") or []
+        if not 0 <= args.candidate < len(candidates):
+            raise ConfigError(f"olat apply: --candidate {args.candidate} does not exist; {src} has candidates "
+                              f"0 to {len(candidates) - 1}")
+        mult = candidates[args.candidate]["multipliers"]
+    else:
+        mult = data["multipliers"]
     if args.format == "params":
         text = json.dumps(source_params(basis, mult), indent=2)
     elif args.format == "toml":
@@ -573,36 +588,49 @@ def rendergrad_add_commands(subparsers):
     c.add_argument("--out", required=True, help="output folder (olat.json + EXRs)")
     c.set_defaults(func=_cmd_capture)
 
-    o = sub.add_parser("optimize", help="OLAT-AD: optimize per-light RGB multipliers for an objective")
+    o = sub.add_parser("optimize", help="OLAT-AD: optimize per-light RGB multipliers for an objective",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples (see docs/olat.md):\n"
+                              "  rendergrad olat optimize runs/basis --target reference.exr --objective style --out runs/style\n"
+                              "  rendergrad olat optimize runs/basis --target-multipliers examples/olat/target_multipliers.json "
+                              "--out runs/mse")
     o.add_argument("basis", help="olat.json or its folder")
-    o.add_argument("--out", required=True)
-    o.add_argument("--objective", default="mse", help="objective plugin (mse, ssim, histogram, style, clip, ...)")
+    o.add_argument("--out", required=True, help="output folder (multipliers.json, contact sheet, best image)")
+    o.add_argument("--objective", default="mse", help="objective plugin (mse, ssim, histogram, style, clip, ...; default: %(default)s)")
     o.add_argument("--option", action="append", metavar="KEY=VALUE", help="objective option (TOML value)")
     o.add_argument("--target", help="reference image (EXR/PNG/NPY)")
-    o.add_argument("--target-multipliers", help="or: make the target from the basis with these multipliers (JSON)")
+    o.add_argument("--target-multipliers", metavar="JSON",
+                   help="or: relight the basis with these multipliers as the target: inline JSON "
+                        "'{\"key\": [1.6, 1.2, 0.8]}' or a JSON file; unnamed lights stay at 1")
     o.add_argument("--text", help="clip: target prompt")
     o.add_argument("--init-text", help="clip: prompt describing the starting image (relative mode)")
     o.add_argument("--checkpoint", help="clip: local weights file")
     o.add_argument("--clip-model", help="clip: architecture name or model-config JSON")
-    o.add_argument("--clip-mode", choices=["text", "relative", "image"])
-    o.add_argument("--batch", type=int, default=4)
-    o.add_argument("--sigma", type=float, default=0.1, help="std. dev. of the initial multipliers around 1")
-    o.add_argument("--lr", type=float, default=0.06)
-    o.add_argument("--steps", type=int, default=230)
-    o.add_argument("--lr-decay", choices=["none", "cosine"], default="none")
-    o.add_argument("--augment", choices=["none", "crop"], default="none")
-    o.add_argument("--tonemap", choices=["srgb", "agx", "linear", "none"])
-    o.add_argument("--exposure", type=float, default=0.0)
-    o.add_argument("--theta-min", type=float, default=0.0)
-    o.add_argument("--theta-max", type=float, default=8.0)
-    o.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--clip-mode", choices=["text", "relative", "image"],
+                   help="clip: relative (needs --init-text) or absolute text, or an image target")
+    o.add_argument("--batch", type=int, default=4, help="candidates optimized side by side (default: %(default)s)")
+    o.add_argument("--sigma", type=float, default=0.1, help="std. dev. of the initial multipliers around 1 (default: %(default)s)")
+    o.add_argument("--lr", type=float, default=0.06, help="Adam learning rate (default: %(default)s)")
+    o.add_argument("--steps", type=int, default=230, help="Adam steps (default: %(default)s)")
+    o.add_argument("--lr-decay", choices=["none", "cosine"], default="none", help="learning-rate schedule (default: %(default)s)")
+    o.add_argument("--augment", choices=["none", "crop"], default="none",
+                   help="random resized crop per candidate and step (text prompts) (default: %(default)s)")
+    o.add_argument("--tonemap", choices=["srgb", "agx", "linear", "none"],
+                   help="differentiable tone map before the objective (default: the objective's own, if any)")
+    o.add_argument("--exposure", type=float, default=0.0, help="exposure in stops before tone mapping (default: %(default)s)")
+    o.add_argument("--theta-min", type=float, default=0.0, help="lower clamp of every multiplier (default: %(default)s)")
+    o.add_argument("--theta-max", type=float, default=8.0, help="upper clamp of every multiplier (default: %(default)s)")
+    o.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="basis storage (the sum is accumulated in float32) (default: %(default)s)")
+    o.add_argument("--seed", type=int, default=0, help="seed of the initial candidates and the crops (default: %(default)s)")
     o.set_defaults(func=_cmd_optimize)
 
     a = sub.add_parser("apply", help="turn optimized multipliers into source-scene values or a Blender script")
     a.add_argument("result", help="multipliers.json or the optimize output folder")
     a.add_argument("--basis", required=True, help="the basis the multipliers belong to (olat.json)")
-    a.add_argument("--format", choices=["params", "toml", "blender"], default="params")
+    a.add_argument("--format", choices=["params", "toml", "blender"], default="params",
+                   help="params: JSON of source-scene values; toml: a [params] init block for a run file; "
+                        "blender: a script for blender --python (default: params)")
     a.add_argument("--candidate", type=int, help="use this candidate instead of the best")
     a.add_argument("--out", help="write here instead of stdout")
     a.set_defaults(func=_cmd_apply)

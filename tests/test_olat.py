@@ -182,3 +182,31 @@ def test_apply_outputs():
     script = blender_script(b, {"key": [2.0, 1.0, 0.5], "fill": [0.5, 0.5, 0.5]})
     compile(script, "apply_blender.py", "exec")
     assert '"Fill"' in script and "light.energy" in script
+
+
+def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
+    """Wrong input a user plausibly types gets exit code 2 and a message, never a traceback."""
+    from rendergrad.cli import main
+    make_basis(lights=2).save(tmp_path / "basis")
+    out = tmp_path / "opt"
+    assert main(["olat", "optimize", str(tmp_path / "basis"), "--target-multipliers", '{"l0": [1.5, 1, 1]}',
+                 "--steps", "3", "--out", str(out)]) == 0
+    capsys.readouterr()
+    cases = [
+        (["olat", "apply", str(out), "--basis", str(tmp_path / "basis"), "--candidate", "9"],
+         "--candidate 9 does not exist; "),
+        (["olat", "apply", str(tmp_path / "basis" / "olat.json"), "--basis", str(tmp_path / "basis")],
+         'has no "multipliers"'),
+        (["olat", "optimize", str(tmp_path / "basis"), "--target", str(tmp_path / "x.exr"),
+          "--target-multipliers", "{}", "--out", str(tmp_path / "o2")], "not both"),
+        (["olat", "optimize", str(tmp_path / "basis"), "--out", str(tmp_path / "o3")], "--target-multipliers"),
+        (["olat", "optimize", str(tmp_path / "basis"), "--target-multipliers", "{}", "--option", "foo=1",
+          "--out", str(tmp_path / "o4")], "objective 'mse': unknown option 'foo'"),
+    ]
+    for argv, msg in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err, (argv, err)
+    assert main(["olat", "apply", str(out), "--basis", str(tmp_path / "basis"), "--candidate", "1",
+                 "--format", "toml"]) == 0
+    assert capsys.readouterr().out.startswith("[params]\ninit = {")

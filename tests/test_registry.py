@@ -42,6 +42,13 @@ def test_unknown_option_lists_valid_ones():
         discover().create("estimator", "spsa", {"sigm": 1})
 
 
+def test_options_for_a_plugin_without_a_constructor_are_a_clear_error():
+    # mse defines no __init__: object's (*args, **kwargs) signature must not let options through
+    with pytest.raises(ConfigError, match=r"objective 'mse': unknown option 'foo'. Valid options: \(none\)"):
+        discover().create("objective", "mse", {"foo": 1})
+    assert discover().create("objective", "mse", {}).name == "mse"
+
+
 class _Broken:
     """An in-process plugin whose hook raises: it must be reported, not crash discovery."""
 
