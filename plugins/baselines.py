@@ -72,7 +72,14 @@ class _CMA:
         self.es.tell(self._x, [float(v) for v in losses])
 
     def recommendation(self) -> np.ndarray:
-        return np.clip(np.asarray(self.es.mean)[: self.n], 0.0, 1.0)
+        # xfavorite: the mean mapped through pycma's boundary transform (the point it
+        # actually believes in); the raw mean may lie outside the bounds
+        return np.clip(np.asarray(self.es.result.xfavorite)[: self.n], 0.0, 1.0)
+
+    def done(self) -> bool:
+        """pycma's own termination (step size or spread below tolerance): asking on after it
+        lets the degenerate covariance carry the mean away."""
+        return bool(self.es.stop())
 
 
 class _Nevergrad:
@@ -154,7 +161,11 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
     t0 = time.perf_counter()
     step = 0
     try:
+        stopped = "max_renders"
         while evaluator.renders + opt.batch <= budget:
+            if getattr(opt, "done", lambda: False)():
+                stopped = "converged"
+                break
             x = opt.ask()
             losses = evaluator(torch.as_tensor(x, dtype=torch.float64)).double().numpy()
             opt.tell(losses)
@@ -188,7 +199,7 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
     return Result(params=space.decode(theta), best_params=space.decode(space.to_theta(best["u"])),
                   loss=final_loss, best_loss=best["loss"], evaluations=evaluator.renders, wall_time_s=wall,
                   renderer=renderer.name, estimator=name, history=history, theta=theta, u=u_final,
-                  steps=len(history), stopped="max_renders", render_seconds=evaluator.render_seconds,
+                  steps=len(history), stopped=stopped, render_seconds=evaluator.render_seconds,
                   extra_renders=evaluator.extra_renders, final_image=final_image, target_image=target)
 
 

@@ -42,7 +42,9 @@ def test_cma_solves_the_plateau_task_and_counts_renders():
     seen = []
     res = minimize("toy", "mse", "cma", renderer_options=PLATEAU, target_params=TARGET, budget=300, seed=0,
                    options={"sigma0": 0.3, "popsize": 6}, on_step=lambda rec, u: seen.append(rec["evaluations"]))
-    assert res.evaluations == 300 and seen == list(range(6, 301, 6))
+    # whole populations only, counted as they go; pycma may stop early once converged
+    assert res.evaluations <= 300 and seen == list(range(6, res.evaluations + 1, 6))
+    assert res.stopped in ("max_renders", "converged")
     assert math.dist([res.params["x"], res.params["y"]], [0.7, 0.3]) < 0.01
     assert res.history[-1]["params"].keys() == {"x", "y"}
 
