@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import json
+    (out / "runs.json").write_text(json.dumps(  # raw error curves, for re-analysis
+        [{k: r[k] for k in ("task", "method", "seed", "budget", "wall", "curve")} for r in results]))
     cmd = "python -m benchmarks estimators " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Estimator benchmark", "",
              f"Command: `{cmd.strip()}` — {seeds} seeds, {time.perf_counter() - t0:.0f} s total on "
