@@ -325,6 +325,11 @@ class Style(DisplayObjective):
         self.layer_weights = list(layer_weights) if layer_weights is not None else None
 
     def grams(self, d: torch.Tensor) -> list[torch.Tensor]:
+        # A network's weights fix its dtype (float32 for `random` or a pretrained one); renderers
+        # may return float64 (the toy renderer does), so cast the images, not the network.
+        weights = next(self.features.parameters(), None) if isinstance(self.features, torch.nn.Module) else None
+        if weights is not None and d.dtype != weights.dtype:
+            d = d.to(weights.dtype)
         feats = self.features(d)
         if isinstance(feats, torch.Tensor):
             feats = [feats]

@@ -132,6 +132,19 @@ def test_style_builtin_pluggable_and_import_string():
         Style(features="vgg")
 
 
+def test_style_network_features_take_float64_images():
+    """The toy renderer returns float64; the float32 `random` network must still score it
+    (it raised a dtype mismatch), with gradients reaching the images."""
+    t = scene(light_x=0.3).double()
+    o = Style(features="random")
+    o.prepare(t)
+    imgs = torch.stack([t, scene(light_x=0.6).double()]).requires_grad_(True)
+    loss = o.loss(imgs, t)
+    assert float(loss[0]) < 1e-10 and float(loss[1]) > 0
+    loss.sum().backward()
+    assert imgs.grad is not None and imgs.grad.dtype == torch.float64 and float(imgs.grad.abs().sum()) > 0
+
+
 def test_objectives_registered_and_drive_a_renderer():
     reg = registry()
     for n in ("ssim", "histogram", "gradient-histogram", "style"):
