@@ -187,6 +187,20 @@ def test_endpoints_must_be_local_unless_allowed():
         RendererServer(ToyRenderer(resolution=8)).serve("tcp://0.0.0.0:5599")
 
 
+def test_endpoint_in_use_is_a_clear_error():
+    from rendergrad.renderers.toy import ToyRenderer
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.REP)
+    taken.bind("tcp://127.0.0.1:*")
+    try:
+        endpoint = taken.getsockopt_string(zmq.LAST_ENDPOINT)
+        with pytest.raises(ConfigError, match=r"cannot listen on tcp://127\.0\.0\.1:\d+: Address already in use"):
+            RendererServer(ToyRenderer(resolution=8)).serve(endpoint)
+    finally:
+        taken.close(0)
+        ctx.term()
+
+
 # -- the Server base class as a process, through the CLI, under fuzzing --------------------------
 @pytest.fixture(scope="module")
 def toy_server(tmp_path_factory):

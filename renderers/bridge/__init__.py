@@ -49,7 +49,9 @@ def rendergrad_add_commands(subparsers):
     ps.set_defaults(func=serve.run)
     pp = sub.add_parser("ping", help="say hello to running servers and show what they serve")
     pp.add_argument("endpoints", nargs="+", help="e.g. tcp://127.0.0.1:5555 or ipc:///tmp/x.sock")
-    pp.add_argument("--timeout", type=float, default=10.0)
-    pp.add_argument("--allow-remote", action="store_true")
+    pp.add_argument("--timeout", type=float, default=10.0,
+                    help="seconds to wait for each server's answer (default: %(default)s)")
+    pp.add_argument("--allow-remote", action="store_true",
+                    help="allow endpoints beyond 127.0.0.1 and ipc:// (refused by default)")
     pp.set_defaults(func=_cmd_ping)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])

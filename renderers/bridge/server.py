@@ -176,7 +176,14 @@ class Server:
         if curve_secret_key is not None:
             sock.curve_secretkey = curve_secret_key
             sock.curve_server = True
-        sock.bind(endpoint)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            ctx.term()
+            from rendergrad.errors import ConfigError
+            raise ConfigError(f"bridge server cannot listen on {endpoint}: {e.strerror}; pick another endpoint "
+                              "(tcp://127.0.0.1:* takes a free port) or stop what is using it") from None
         bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         parent = os.getppid()
         old = {}
