@@ -82,9 +82,11 @@ def capture(renderer: Renderer, out: str | Path | None = None, *, params: Mappin
                           f"it declares: {', '.join(declared)}")
     space = renderer.parameter_space()
     theta0 = space.flatten(dict(params or {}), what="capture params")
+    # Lights left out of a subset keep their scene value in every render, so they belong to the
+    # base and base + Σ solo still reproduces the full scene.
     off = theta0.clone()
     units: dict[str, torch.Tensor] = {}
-    for p in declared:
+    for p in chosen:
         sl = space.slice(p)
         lo, hi = space.low[sl], space.high[sl]
         if bool((lo > 0).any()):
@@ -103,7 +105,7 @@ def capture(renderer: Renderer, out: str | Path | None = None, *, params: Mappin
         t[space.slice(p)] = units[p]
         rows.append(t)
     full = off.clone()
-    for p in declared:
+    for p in chosen:
         full[space.slice(p)] = units[p]
     rows.append(full)
     ev = BatchEvaluator(renderer, MSE(), space, None, max_batch=max_batch)

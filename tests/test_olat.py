@@ -135,6 +135,18 @@ def test_capture_roundtrip_from_a_linear_renderer(tmp_path):
         capture(ToyRenderer())
 
 
+def test_capture_of_a_light_subset_keeps_the_other_lights_in_the_base():
+    """`--light l0 --light l2`: the light left out stays on at its scene value in every render,
+    so it is part of the base and base + solos still add up to the full scene."""
+    b = make_basis(lights=3)
+    src = OlatRenderer(b)
+    cap = capture(src, lights=["l0", "l2"], params={"l1": [0.5, 0.5, 0.5]})
+    assert cap.renders == 2 + 2 and cap.relative_error < 1e-6
+    assert cap.basis.names == ["l0", "l2"]
+    torch.testing.assert_close(cap.basis.images, b.images[[0, 2]], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cap.basis.base, b.base + 0.5 * b.images[1], rtol=1e-5, atol=1e-6)
+
+
 def test_engine_optimize_with_olat_renderer():
     """The olat renderer is an ordinary differentiable renderer for rendergrad.optimize."""
     b = make_basis(lights=2, base=False)
