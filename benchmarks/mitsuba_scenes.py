@@ -2,7 +2,8 @@
 "sphere shadow" run.
 
     python -m benchmarks mitsuba_scenes [--steps 150] [--tasks shadow,occlusion,...] [--out FILE]
-    python -m benchmarks mitsuba_scenes --sphere-shadow [--steps 400] [--ref-steps 20] [--out FILE]
+    python -m benchmarks mitsuba_scenes --sphere-shadow [--seed-mode common|fixed|independent]
+        [--lr-decay F] [--sigma-step on|off] [--steps 400] [--ref-steps 20 (0: no timing)] [--out FILE]
 
 Table mode (PRDPT paper tables 4.2/4.3): every task runs each method for the same number of
 steps with the same scene, resolution, spp and depth: ``analytic`` (Mitsuba's AD through the
@@ -12,6 +13,10 @@ target), parameter MSE in scene units, seconds per step, renders per step.
 
 ``--sphere-shadow`` is the long run: the reference task at 256×192, 32 spp, path depth 6, one
 antithetic pair per step, σ0 = 0.5 scene units, lr 2e-2, 400 steps, σ annealed after step 200.
+``--lr-decay F`` decays Adam's lr geometrically to ``lr·F`` by the last step and ``--sigma-step``
+switches the estimator's σ/σ0 gradient scaling; with independent noise in the target and the
+renders, Adam at a constant lr keeps jittering around the optimum by about lr, and these two are
+what let the parameters settle.
 It reports the parameter MSE at steps 50/100/200/300/400 and seconds per step, then times, in
 the same process and on the same scene, a loop written the way the authors' code does it
 (every render with seed 0, ``mi.render(scene, params)``, ``torch.tensor(image)``), so the
@@ -148,7 +153,8 @@ def profile_step(r, theta: torch.Tensor, reps: int) -> dict[str, float]:
     return {k: v / reps for k, v in out.items()}
 
 
-def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "common") -> dict[str, Any]:
+def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "common",
+                      lr_decay: float | None = None, sigma_step: bool = True) -> dict[str, Any]:
     import rendergrad as rg
     sc = _scenes()
     task = sc.task("sphere_shadow")
@@ -156,7 +162,7 @@ def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "c
     r = _renderer(task, "forward", res, spp, seed_mode=seed_mode)
     space = r.parameter_space()
     width = float((space.high - space.low)[0])          # 4 scene units: σ and lr scale by 1/4
-    opts = {"sigma": 0.5 / width, "samples": 2, "sampler": "importance"}
+    opts = {"sigma": 0.5 / width, "samples": 2, "sampler": "importance", "sigma_step": sigma_step}
     marks = {50, 100, 200, 300, 400, steps}
     curve: dict[int, float] = {}
 
@@ -170,13 +176,20 @@ def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "c
 
     t0 = time.perf_counter()
     result = rg.optimize(r, "mse", "prdpt", estimator_options=opts, target_params=task["target"],
-                         init=task["init"], lr=0.02 / width, steps=steps, seed=seed, callbacks=[ParamCurve()])
+                         init=task["init"], lr=0.02 / width, lr_decay=lr_decay, steps=steps, seed=seed,
+                         callbacks=[ParamCurve()])
     wall = time.perf_counter() - t0
-    ours = {"param_mse_curve": curve, "final_param_mse": _param_mse(space, result.theta, task["target"]),
+    from rendergrad.registry import registry
+    schedule = registry().create("estimator", "prdpt", opts).schedule.describe()
+    ours = {"estimator_options": opts, "schedule": schedule, "width": width, "lr_decay": lr_decay,
+            "load_average_after": os.getloadavg(), "param_mse_curve": curve, "final_param_mse": _param_mse(space, result.theta, task["target"]),
             "params": result.params, "s_per_step": result.wall_time_s / result.steps,
             "render_s_per_step": result.render_seconds / result.steps,
             "renders_per_step": result.evaluations / result.steps, "wall": wall}
     print(f"ours: {ours}", flush=True)
+    if ref_steps <= 0:
+        r.close()
+        return {"ours": ours, "side": None, "seed_mode": seed_mode, "seed": seed}
 
     # Side by side, same process: a step written like the authors' loop on the same scene with
     # their film filter (Mitsuba's default Gaussian), our estimator step on that scene, and our
@@ -219,7 +232,7 @@ def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "c
     print(f"side by side: {side}", flush=True)
     r.close()
     r_gauss.close()
-    return {"ours": ours, "side": side, "seed_mode": seed_mode}
+    return {"ours": ours, "side": side, "seed_mode": seed_mode, "seed": seed}
 
 
 def _mse():
@@ -227,24 +240,37 @@ def _mse():
     return registry().create("objective", "mse", {})
 
 
-def sphere_markdown(out: dict[str, Any], steps: int) -> str:
+def sphere_markdown(out: dict[str, Any], steps: int, command: str = "") -> str:
+    """Every setting of the run, the curve against the reference, and the timing if measured."""
     o, s = out["ours"], out["side"]
+    opts, sch, w = o["estimator_options"], o["schedule"], o["width"]
     curve = ", ".join(f"{v:.2g} @{k}" for k, v in sorted(o["param_mse_curve"].items()))
-    pb, pg = s["profile_box"], s["profile_gaussian"]
-    return "\n".join([
-        f"PRDPT (`sampler = \"importance\"`, one antithetic pair, σ0 = 0.5 scene units, lr 2e-2, {steps} steps), "
-        f"256×192, 32 spp, path depth 6, box film filter, seed_mode = \"{out['seed_mode']}\".", "",
+    decay = "none (constant lr)" if o["lr_decay"] is None else f"{o['lr_decay']:g} (geometric to lr·{o['lr_decay']:g} at the last step)"
+    lines = [
+        *( [f"    {command}", ""] if command else [] ),
+        f"- settings: PRDPT `sampler = \"{opts['sampler']}\"`, {opts['samples']} renders per step (one antithetic pair), "
+        f"σ0 = {opts['sigma'] * w:g} scene units ({opts['sigma']:g} of the {w:g}-unit range), schedule `{sch['kind']}` "
+        f"(σ constant to {sch['anneal_start']:.0%} of the run, then linear to {sch['sigma_min']:g} of the range = "
+        f"{sch['sigma_min'] * w:g} scene units), `sigma_step = {str(opts['sigma_step']).lower()}`; "
+        f"Adam lr 2e-2 scene units ({0.02 / w:g} normalised), lr_decay {decay}; {steps} steps; "
+        f"256×192, 32 spp, path depth 6, box film filter; `seed_mode = \"{out['seed_mode']}\"`, seed {out['seed']}",
         f"- parameter MSE: {curve} (reference: 0.56 @50, 0.060 @100, 0.039 @200, 0.0014 @300, 3e-6 @400)",
-        f"- final parameters {o['params']} (target {{'occluder': [-1.5, 1.0]}})",
+        f"- final parameters {o['params']} (target {{'occluder': [-1.5, 1.0]}}), final MSE {o['final_param_mse']:.2g}",
         f"- wall time: {o['s_per_step']:.3f} s/step over the run ({o['render_s_per_step']:.3f} s of it in the renderer), "
-        f"{o['renders_per_step']:.0f} renders/step",
-        f"- side by side, interleaved in one process (load average {', '.join(f'{x:.1f}' for x in s['load_average'])}): "
-        f"a step written like the authors' loop (Gaussian filter) {s['reference_style_gaussian']:.3f} s; our step with "
-        f"the Gaussian filter {s['ours_gaussian']:.3f} s; our step with the box filter {s['ours_box']:.3f} s "
-        f"(authors' / ours = {s['ratio']:.2f}×)",
-        f"- one render, box filter: scene update {pb['update'] * 1e3:.1f} ms, path tracing {pb['trace'] * 1e3:.1f} ms, "
-        f"transfer to torch {pb['transfer'] * 1e3:.1f} ms; Gaussian filter: path tracing {pg['trace'] * 1e3:.1f} ms",
-    ])
+        f"{o['renders_per_step']:.0f} renders/step; load average after the run "
+        f"{', '.join(f'{x:.1f}' for x in o['load_average_after'])}",
+    ]
+    if s is not None:
+        pb, pg = s["profile_box"], s["profile_gaussian"]
+        lines += [
+            f"- side by side, interleaved in one process (load average {', '.join(f'{x:.1f}' for x in s['load_average'])}): "
+            f"a step written like the authors' loop (Gaussian filter) {s['reference_style_gaussian']:.3f} s; our step with "
+            f"the Gaussian filter {s['ours_gaussian']:.3f} s; our step with the box filter {s['ours_box']:.3f} s "
+            f"(authors' / ours = {s['ratio']:.2f}×)",
+            f"- one render, box filter: scene update {pb['update'] * 1e3:.1f} ms, path tracing {pb['trace'] * 1e3:.1f} ms, "
+            f"transfer to torch {pb['transfer'] * 1e3:.1f} ms; Gaussian filter: path tracing {pg['trace'] * 1e3:.1f} ms",
+        ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", default="48,64", help="table: height,width")
     ap.add_argument("--spp", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.02)
-    ap.add_argument("--ref-steps", type=int, default=20, help="steps timed side by side (sphere shadow)")
+    ap.add_argument("--ref-steps", type=int, default=20,
+                    help="steps timed side by side (sphere shadow); 0 skips the side-by-side timing")
+    ap.add_argument("--lr-decay", type=float, default=None,
+                    help="sphere shadow: decay Adam's lr geometrically to lr·F by the last step (default: constant lr)")
+    ap.add_argument("--sigma-step", default="on", choices=("on", "off"),
+                    help="sphere shadow: prdpt's sigma_step (scale the gradient by σ/σ0 as σ anneals)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seed-mode", default="common", choices=("independent", "common", "fixed"),
                     help="sphere shadow: the renderer's seed_mode (fixed = every render, target included, "
@@ -265,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.sphere_shadow:
         steps = args.steps or 400
-        md = "## Sphere shadow (reference task)\n\n" + sphere_markdown(
-            run_sphere_shadow(steps, args.ref_steps, args.seed, args.seed_mode), steps)
+        if args.lr_decay is not None and not 0 < args.lr_decay <= 1:
+            ap.error(f"--lr-decay is the final lr as a fraction of lr, in (0, 1]; got {args.lr_decay}")
+        command = "python -m benchmarks mitsuba_scenes " + " ".join(sys.argv[1:] if argv is None else argv)
+        out = run_sphere_shadow(steps, args.ref_steps, args.seed, args.seed_mode, lr_decay=args.lr_decay,
+                                sigma_step=args.sigma_step == "on")
+        md = "## Sphere shadow (reference task)\n\n" + sphere_markdown(out, steps, command)
     else:
         steps = args.steps or 150
         res = tuple(int(v) for v in args.resolution.split(","))
