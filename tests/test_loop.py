@@ -149,7 +149,7 @@ def test_target_size_mismatch_and_bad_params(toy_scene):
 
 
 def test_objective_without_target_says_how_to_give_one(toy_scene):
-    with pytest.raises(rg.ConfigError, match=r"give \[target\] params or image"):
+    with pytest.raises(rg.ConfigError, match=r"give one \(\[target\] params or image in a run file, .*target_params= in rendergrad.optimize"):
         rg.optimize(ToyRenderer(**toy_scene), "mse", "spsa", steps=1)
 
 
