@@ -42,7 +42,9 @@ class SleepRenderer(Renderer):
         while time.perf_counter() < deadline:   # finish precisely; sleep overshoots by ~0.1 ms
             pass
         colour = theta[:, :3].float() if self.n >= 3 else theta.float().repeat(1, 3)[:, :3]
-        return colour.reshape(-1, 1, 1, 3).expand(-1, self.size, self.size, 3)
+        # A real renderer writes every pixel: return memory, not a stride-0 view (reductions
+        # over an expanded view cost 10x more and would be charged to the engine).
+        return colour.reshape(-1, 1, 1, 3).expand(-1, self.size, self.size, 3).contiguous()
 
 
 def measure(estimator: str, options: dict, steps: int, ms: float) -> dict:

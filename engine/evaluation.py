@@ -103,6 +103,10 @@ class BatchEvaluator:
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def _check_finite(self, img: torch.Tensor, theta: torch.Tensor) -> None:
+        # Fast path: a sum is finite unless some element is NaN/inf (or values near the float
+        # limit overflow it, which the exact check below then clears). One reduction per batch.
+        if bool(torch.isfinite(img.detach().sum())):
+            return
         finite = torch.isfinite(img.detach()).flatten(1).all(dim=1)
         if bool(finite.all()):
             return
@@ -128,13 +132,14 @@ class BatchEvaluator:
 
     def render(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
         """Render from normalised ``u``."""
-        if self.clamp:
-            u = u + (u.clamp(0.0, 1.0) - u).detach()
-        theta = self.space.to_theta(u).to(torch.float32)
         if differentiable:
-            return self.render_theta(theta)
+            if self.clamp:  # straight-through: clamp the value, keep the gradient
+                u = u + (u.clamp(0.0, 1.0) - u).detach()
+            return self.render_theta(self.space.to_theta(u).to(torch.float32))
         with torch.no_grad():
-            return self.render_theta(theta)
+            if self.clamp:
+                u = u.clamp(0.0, 1.0)
+            return self.render_theta(self.space.to_theta(u).to(torch.float32))
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, images: torch.Tensor) -> torch.Tensor:

@@ -144,6 +144,7 @@ class ParamSpace:
             else torch.zeros(0, dtype=torch.bool)
         self._discrete = torch.cat([torch.full((p.size,), p.discrete) for p in self.params]) if self.params \
             else torch.zeros(0, dtype=torch.bool)
+        self._has_log, self._has_discrete = bool(self._log.any()), bool(self._discrete.any())
 
     # -- introspection -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -197,22 +198,26 @@ class ParamSpace:
         return out
 
     # -- maps -----------------------------------------------------------------------------
+    # These run several times per optimization step, so the bounds are cached per device and
+    # dtype and the "any log / any discrete" questions are answered once.
     def _bounds_like(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lo = self.low.to(device=x.device, dtype=x.dtype)
-        hi = self.high.to(device=x.device, dtype=x.dtype)
-        log = self._log.to(x.device)
-        return lo, hi, log
+        key = (x.device, x.dtype)
+        cache = self.__dict__.setdefault("_bounds_cache", {})
+        if key not in cache:
+            cache[key] = (self.low.to(device=x.device, dtype=x.dtype),
+                          self.high.to(device=x.device, dtype=x.dtype), self._log.to(x.device))
+        return cache[key]
 
     def to_theta(self, u: torch.Tensor, round_discrete: bool = True) -> torch.Tensor:
         """Normalised ``u`` → parameter units. Differentiable (straight-through rounding)."""
         lo, hi, log = self._bounds_like(u)
         lin = lo + u * (hi - lo)
-        if bool(log.any()):
+        if self._has_log:
             safe_lo = torch.where(log, lo, torch.ones_like(lo))
             safe_hi = torch.where(log, hi, torch.ones_like(hi))
             logv = torch.exp(torch.log(safe_lo) + u * (torch.log(safe_hi) - torch.log(safe_lo)))
             lin = torch.where(log, logv, lin)
-        if round_discrete and bool(self._discrete.any()):
+        if round_discrete and self._has_discrete:
             disc = self._discrete.to(u.device)
             rounded = lin + (torch.round(lin) - lin).detach()  # straight-through
             lin = torch.where(disc, rounded, lin)
@@ -222,7 +227,7 @@ class ParamSpace:
         """Parameter units → normalised ``u``."""
         lo, hi, log = self._bounds_like(theta)
         u = (theta - lo) / (hi - lo)
-        if bool(log.any()):
+        if self._has_log:
             safe = lambda t: torch.where(log, t, torch.ones_like(t))  # noqa: E731
             ul = (torch.log(safe(theta.clamp_min(1e-300))) - torch.log(safe(lo))) / (
                 torch.log(safe(hi)) - torch.log(safe(lo)) + (~log).to(theta.dtype))
@@ -295,21 +300,26 @@ class ParamSpace:
         files, not logs).
         """
         t = theta.detach().to(torch.float64).reshape(-1)
+        flat = t.tolist() if self.size <= 256 else None  # one conversion instead of one per scalar
         out: dict[str, Any] = {}
         for s in self._slots.values():
             p = s.param
             if max_elements is not None and p.size > max_elements:
                 continue
+            if not p.shape:  # the common case, one float per scalar: no tensor ops
+                x = flat[s.start] if flat is not None else float(t[s.start])
+                out[p.name] = (list(p.choices)[int(round(x))] if p.kind == "categorical"
+                               else int(round(x)) if p.kind == "integer" else x)
+                continue
             v = t[s.start:s.stop]
             if p.discrete:
                 v = torch.round(v)
             if p.kind == "categorical":
-                out[p.name] = list(p.choices)[int(v[0])] if not p.shape else \
-                    [list(p.choices)[int(i)] for i in v.tolist()]
+                out[p.name] = [list(p.choices)[int(i)] for i in v.tolist()]
             elif p.kind == "integer":
-                out[p.name] = int(v[0]) if not p.shape else [int(i) for i in v.tolist()]
+                out[p.name] = [int(i) for i in v.tolist()]
             else:
-                out[p.name] = float(v[0]) if not p.shape else v.reshape(p.shape).tolist()
+                out[p.name] = v.reshape(p.shape).tolist()
         return out
 
     @classmethod
