@@ -42,6 +42,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "examples" / "mitsuba"))
 
 TABLE_TASKS = ("shadow", "occlusion", "caustic", "ior", "gi")
+EXTRA_TASKS = ("caustic_sharp",)   # run only when named in --tasks
 
 
 def _scenes():
@@ -71,12 +72,14 @@ METHODS = {
 }
 
 
-def run_table(tasks: list[str], steps: int, res: tuple[int, int], spp: int, lr: float, seed: int) -> list[dict]:
+def run_table(tasks: list[str], steps: int, res: tuple[int, int], spp: int, lr: float, seed: int,
+              methods: tuple[str, ...] = tuple(METHODS)) -> list[dict]:
     import rendergrad as rg
     sc = _scenes()
     rows = []
     for name in tasks:
-        for method, (mode, est, opts) in METHODS.items():
+        for method in methods:
+            mode, est, opts = METHODS[method]
             task = sc.task(name)
             r = _renderer(task, mode, res, spp, seed_mode="common" if mode == "forward" else "independent")
             space = r.parameter_space()
@@ -277,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks mitsuba_scenes", description=__doc__.split("\n")[0])
     ap.add_argument("--sphere-shadow", action="store_true", help="the long reference run instead of the table")
     ap.add_argument("--steps", type=int, default=None, help="steps per run (table: 150, sphere shadow: 400)")
-    ap.add_argument("--tasks", default=",".join(TABLE_TASKS))
+    ap.add_argument("--tasks", default=",".join(TABLE_TASKS),
+                    help=f"table: comma-separated tasks; also {', '.join(EXTRA_TASKS)} (not run by default)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="table: comma-separated methods")
     ap.add_argument("--resolution", default="48,64", help="table: height,width")
     ap.add_argument("--spp", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.02)
@@ -306,10 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps or 150
         res = tuple(int(v) for v in args.resolution.split(","))
         tasks = [t for t in args.tasks.split(",") if t]
-        bad = [t for t in tasks if t not in TABLE_TASKS]
+        bad = [t for t in tasks if t not in TABLE_TASKS + EXTRA_TASKS]
         if bad:
-            ap.error(f"unknown task(s) {bad}; tasks: {', '.join(TABLE_TASKS)}")
-        rows = run_table(tasks, steps, res, args.spp, args.lr, args.seed)  # type: ignore[arg-type]
+            ap.error(f"unknown task(s) {bad}; tasks: {', '.join(TABLE_TASKS + EXTRA_TASKS)}")
+        methods = tuple(m for m in args.methods.split(",") if m)
+        if not methods or any(m not in METHODS for m in methods):
+            ap.error(f"--methods takes a comma-separated subset of {', '.join(METHODS)}; got {args.methods!r}")
+        rows = run_table(tasks, steps, res, args.spp, args.lr, args.seed, methods)  # type: ignore[arg-type]
         md = "## Task table (analytic vs PRDPT vs ZeroGrads)\n\n" + table_markdown(rows, steps, res, args.spp, args.lr)  # type: ignore[arg-type]
     print()
     print(md)
