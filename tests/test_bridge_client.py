@@ -244,7 +244,7 @@ def test_batches_are_split_to_the_server_limits(toy_server):
     import torch
     r = BridgeRenderer(endpoints=toy_server[0])   # that server accepts 64 KiB messages: 21 images of 16²×3
     try:
-        theta = torch.rand(50, 2)
+        theta = 0.12 + 0.76 * torch.rand(50, 2)   # inside the default toy scene's bounds
         images = r.render(theta)
         assert images.shape == (50, 16, 16, 3) and r.stats["requests"] >= 3
     finally:
@@ -259,7 +259,7 @@ def test_cli_server_renders_like_the_in_process_renderer(toy_server, capsys):
     assert "x, y" in capsys.readouterr().out
     r = BridgeRenderer(endpoints=toy_server[0])
     try:
-        theta = torch.tensor([[0.1, 0.9], [0.5, 0.5], [0.8, 0.2]])
+        theta = torch.tensor([[0.15, 0.85], [0.5, 0.5], [0.8, 0.2]])
         np.testing.assert_allclose(r.render(theta).numpy(), ToyRenderer(resolution=16).render(theta).numpy(), atol=1e-6)
     finally:
         r.close()
