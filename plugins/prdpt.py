@@ -23,6 +23,22 @@ as the kernel narrows and the parameters settle even at a constant learning rate
 ``qmc=True`` draws the offsets from a scrambled Sobol sequence (fresh scramble each step, seeded
 from the run's generator) instead of pseudo-random numbers.
 
+``transform="log"`` smooths ``log f`` instead of ``f`` (losses divided by the first step's mean
+first, so the offset ``1e-12`` is relative). Its gradient is ``≈ ∇f / f``: its size no longer
+follows the loss's, which matters when the loss falls by many orders of magnitude (Rosenbrock²:
+10¹⁰ from the start to the valley floor). There, Adam's second moment (β₂ = 0.999, a memory of
+~1,000 steps) still holds the huge early gradients long after the loss has dropped, so its
+steps shrink to nothing; and the few large values on the valley walls dominate the Monte Carlo
+estimate of ``∇(κ * f)``.
+
+``bounds="shift"`` moves the sampling centre inward, to at least ``2σ`` from each bound,
+before drawing the offsets. By default the evaluator clamps samples that leave the domain to
+its bounds, and the clamped loss is flat beyond the bound: where the loss rises outward (a
+valley that runs into the bound) the smoothed *clamped* loss then slopes towards the bound, and
+the estimator pushes the parameters into it and holds them there (measured on Rosenbrock² at
+x = −1.5: ∂/∂x of the smoothed log-loss is +8.3 with clamping, −23 without). Shifting estimates
+the gradient up to 2σ away from ``u``, which is harmless when σ is small against the range.
+
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
 reports ``f(u)`` exactly.
@@ -43,6 +59,8 @@ from .schedules import SigmaSchedule, progress
 
 SAMPLERS = ("gaussian", "importance")
 MODES = ("score", "reparam")
+TRANSFORMS = ("none", "log")
+BOUNDS = ("clamp", "shift")
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -91,11 +109,16 @@ class PRDPT(GradientEstimator):
     def __init__(self, sigma: float = 0.5, sigma_min: float = 0.01, schedule: str | Callable = "paper",
                  anneal_start: float = 0.5, points: Sequence[Sequence[float]] | None = None,
                  samples: int = 2, antithetic: bool = True, sampler: str = "gaussian",
-                 mode: str = "score", qmc: bool = False, center: bool = False, sigma_step: bool = True):
+                 mode: str = "score", qmc: bool = False, center: bool = False, sigma_step: bool = True,
+                 transform: str = "none", bounds: str = "clamp"):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
             raise ConfigError(f"prdpt: mode {mode!r} is not one of {MODES}")
+        if transform not in TRANSFORMS:
+            raise ConfigError(f"prdpt: transform {transform!r} is not one of {TRANSFORMS}")
+        if bounds not in BOUNDS:
+            raise ConfigError(f"prdpt: bounds {bounds!r} is not one of {BOUNDS}")
         if mode == "reparam" and sampler != "gaussian":
             raise ConfigError("prdpt: mode='reparam' samples the Gaussian itself; use sampler='gaussian'")
         if not isinstance(samples, int) or samples < 1:
@@ -113,11 +136,27 @@ class PRDPT(GradientEstimator):
         # An instance attribute: the loop checks it, so the reparameterised mode refuses
         # forward-only renderers up front.
         self.requires_differentiable = mode == "reparam"
+        self.transform, self.bounds = transform, bounds
+        self.loss_scale: float | None = None     # the log transform's unit, fixed at the first step
         self.scales: torch.Tensor | None = None
 
     def setup(self, space: ParamSpace, total_steps: int) -> None:
         super().setup(space, total_steps)
         self.scales = space.sigma_scales()
+        self.loss_scale = None
+
+    def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
+        if self.transform == "none":
+            return losses
+        if self.loss_scale is None:
+            self.loss_scale = max(float(losses.detach().abs().mean()), 1e-30)
+        return torch.log(losses.clamp_min(0.0) / self.loss_scale + 1e-12)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_scale": self.loss_scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_scale = state.get("loss_scale") if state else None
 
     def sigma_at(self, ctx: StepContext, renders: int = 0) -> float:
         return self.schedule(progress(ctx.step, ctx.total_steps, renders, ctx.max_renders))
@@ -136,19 +175,23 @@ class PRDPT(GradientEstimator):
             z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
         eps = z * sig
         offsets = torch.cat([eps, -eps]) if self.antithetic else eps
+        if self.bounds == "shift":  # keep (almost) all samples inside: see the module docstring
+            margin = (2.0 * sig).clamp(max=0.5)
+            u = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
 
         if self.mode == "reparam":
             x = (u.unsqueeze(0) + offsets).detach().requires_grad_(True)
             losses = loss_fn(x, differentiable=True)
-            (g,) = torch.autograd.grad(losses.sum(), x, allow_unused=True)
+            (g,) = torch.autograd.grad(self._transformed(losses).sum(), x, allow_unused=True)
             grad = torch.zeros_like(u) if g is None else g.detach().mean(0)
             losses = losses.detach()
         else:
             losses = loss_fn(u.unsqueeze(0) + offsets).detach().to(u.dtype)
+            values = self._transformed(losses)
             if self.antithetic:
-                diff = (losses[:m] - losses[m:]) / 2.0                     # f(u+ε) − f(u−ε), halved
+                diff = (values[:m] - values[m:]) / 2.0                     # f(u+ε) − f(u−ε), halved
             else:
-                diff = losses - losses.mean()                              # baseline: unbiased up to 1/N
+                diff = values - values.mean()                              # baseline: unbiased up to 1/N
                 diff = diff * (m / (m - 1))
             if self.sampler == "importance":
                 weights = torch.sign(z) * SQRT_2_OVER_PI / sig             # ∂κ/p per coordinate

@@ -181,6 +181,31 @@ def test_schedules():
         SigmaSchedule(sigma=0.1, sigma_min=0.2)
 
 
+def test_log_transform_ignores_the_loss_scale_and_matches_the_smoothed_log_gradient():
+    # f = a (u − c)²: log f = log a + 2 log|u − c|, so the estimate cannot depend on a; where
+    # |u − c| ≫ σ it is ≈ ∇ log f = 2 / (u − c).
+    u = torch.tensor([0.8], dtype=torch.float64)
+    small, _ = estimates(PRDPT(sigma=0.01, schedule="constant", samples=8, transform="log"), Poly(1, 2), u, 200)
+    big, _ = estimates(PRDPT(sigma=0.01, schedule="constant", samples=8, transform="log"),
+                       Poly(1, 2, scale=[1e6]), u, 200)
+    assert torch.allclose(small, big, rtol=1e-4)
+    assert_matches(small, torch.tensor([2 / 0.3], dtype=torch.float64))
+    plain, _ = estimates(PRDPT(sigma=0.01, schedule="constant", samples=8), Poly(1, 2, scale=[1e6]), u, 200)
+    assert_matches(plain, torch.tensor([2e6 * 0.3], dtype=torch.float64))  # without: ∝ the scale
+
+
+def test_shifted_samples_undo_the_pull_of_a_clamped_bound():
+    # f = (u − 0.3)² at u = 0 with σ = 0.1: the true gradient is −0.6 (go inward). Clamped
+    # samples see f flat below 0 and the estimate points outward; "shift" estimates it at
+    # u = 2σ = 0.2 instead: 2 (0.2 − 0.3) = −0.2, inward.
+    u = torch.tensor([0.0], dtype=torch.float64)
+    clamped, _ = estimates(PRDPT(sigma=0.1, schedule="constant", samples=8), Poly(1, 2, center=0.3), u, 400)
+    shifted, _ = estimates(PRDPT(sigma=0.1, schedule="constant", samples=8, bounds="shift"),
+                           Poly(1, 2, center=0.3), u, 400)
+    assert clamped.mean().item() > -0.6 + 0.1  # the clamp biases it towards the bound
+    assert_matches(shifted, torch.tensor([-0.2], dtype=torch.float64))
+
+
 def test_bad_options_are_refused_with_a_hint():
     with pytest.raises(ConfigError, match="even"):
         PRDPT(samples=3)
@@ -188,6 +213,10 @@ def test_bad_options_are_refused_with_a_hint():
         PRDPT(sampler="uniform")
     with pytest.raises(ConfigError, match="mode"):
         PRDPT(mode="adjoint")
+    with pytest.raises(ConfigError, match="transform"):
+        PRDPT(transform="sqrt")
+    with pytest.raises(ConfigError, match="bounds"):
+        PRDPT(bounds="reflect")
 
 
 PLATEAU = {
