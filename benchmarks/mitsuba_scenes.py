@@ -185,11 +185,14 @@ def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "c
     from rendergrad.registry import registry
     schedule = registry().create("estimator", "prdpt", opts).schedule.describe()
     ours = {"estimator_options": opts, "schedule": schedule, "width": width, "lr_decay": lr_decay,
-            "load_average_after": os.getloadavg(), "param_mse_curve": curve, "final_param_mse": _param_mse(space, result.theta, task["target"]),
+            "load_average_after": os.getloadavg(),
+            "history": [{"step": h["step"], "loss": h["loss"], "sigma": h.get("sigma"), "params": h["params"]}
+                        for h in result.history],
+            "param_mse_curve": curve, "final_param_mse": _param_mse(space, result.theta, task["target"]),
             "params": result.params, "s_per_step": result.wall_time_s / result.steps,
             "render_s_per_step": result.render_seconds / result.steps,
             "renders_per_step": result.evaluations / result.steps, "wall": wall}
-    print(f"ours: {ours}", flush=True)
+    print("ours: " + repr({k: v for k, v in ours.items() if k != "history"}), flush=True)
     if ref_steps <= 0:
         r.close()
         return {"ours": ours, "side": None, "seed_mode": seed_mode, "seed": seed}
@@ -297,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sphere shadow: the renderer's seed_mode (fixed = every render, target included, "
                          "with one seed, as the authors' code does)")
     ap.add_argument("--out", default=None, help="append the markdown result to this file")
+    ap.add_argument("--history", default=None,
+                    help="sphere shadow: write every step's parameters, σ and loss to this JSON file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.sphere_shadow:
@@ -307,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         out = run_sphere_shadow(steps, args.ref_steps, args.seed, args.seed_mode, lr_decay=args.lr_decay,
                                 sigma_step=args.sigma_step == "on")
         md = "## Sphere shadow (reference task)\n\n" + sphere_markdown(out, steps, command)
+        if args.history:
+            import json
+            Path(args.history).write_text(json.dumps({"command": command, "seed_mode": args.seed_mode,
+                                                      "history": out["ours"]["history"]}))
     else:
         steps = args.steps or 150
         res = tuple(int(v) for v in args.resolution.split(","))

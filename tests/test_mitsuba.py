@@ -218,3 +218,23 @@ def test_xml_scene_with_defaults_and_a_new_resolution(tmp_path):
     assert corner(img[1]) > corner(img[0]) + 0.01
     with pytest.raises(ConfigError, match="not found"):
         MitsubaRenderer(str(tmp_path / "missing.xml"), decl)
+
+
+def test_caustic_lamp_radius_keeps_the_power_and_rejects_nonsense():
+    soft, sharp = scenes.caustic(), scenes.caustic(lamp_radius=0.2)
+    power = lambda d: d["lamp"]["radius"] ** 2 * d["lamp"]["emitter"]["radiance"]["value"][0]  # noqa: E731
+    assert sharp["lamp"]["radius"] == 0.2 and power(sharp) == pytest.approx(power(soft))
+    assert scenes.task("caustic_sharp")["scene_dict"]["lamp"]["radius"] == 0.2
+    with pytest.raises(ValueError, match="lamp_radius"):
+        scenes.caustic(lamp_radius=0.0)
+
+
+def test_benchmark_rejects_bad_options_before_rendering(capsys):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import mitsuba_scenes
+    for argv, msg in ((["--sphere-shadow", "--lr-decay", "2"], "--lr-decay"),
+                      (["--methods", "analytic,newton", "--steps", "1"], "--methods"),
+                      (["--tasks", "nowhere", "--steps", "1"], "unknown task")):
+        with pytest.raises(SystemExit):
+            mitsuba_scenes.main(argv)
+        assert msg in capsys.readouterr().err
