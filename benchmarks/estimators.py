@@ -70,7 +70,8 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
         rg.optimize(renderer, "mse", spec["estimator"], estimator_options=dict(spec["options"]),
                     target=target, target_params=task.target_params, init=task.init, lr=spec["lr"],
                     lr_decay=spec.get("lr_decay"), steps=budget, max_renders=budget, seed=seed,
-                    callbacks=[Track()], final_render=False)
+                    callbacks=[Track()], final_render=False,
+                    optimizer_options=spec.get("optimizer_options"))
     else:
         minimize(renderer, "mse", spec["method"], target=target, target_params=task.target_params,
                  init=task.init, budget=budget, seed=seed, options=dict(spec["options"]),
