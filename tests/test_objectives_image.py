@@ -92,7 +92,7 @@ def test_histogram_descent_recovers_exposure():
         opt.zero_grad()
         o.loss((gain * scene(16, 16)).unsqueeze(0), target).sum().backward()
         opt.step()
-    assert abs(float(gain) - 1.8) < 0.1, float(gain)
+    assert abs(float(gain.detach()) - 1.8) < 0.1, float(gain.detach())
 
 
 def test_gradient_histogram_sees_light_direction():
