@@ -70,7 +70,7 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
         rg.optimize(renderer, "mse", spec["estimator"], estimator_options=dict(spec["options"]),
                     target=target, target_params=task.target_params, init=task.init, lr=spec["lr"],
                     lr_decay=spec.get("lr_decay"), steps=budget, max_renders=budget, seed=seed,
-                    callbacks=[Track()], final_render=False,
+                    callbacks=[Track()], final_render=False, optimizer=spec.get("optimizer", "adam"),
                     optimizer_options=spec.get("optimizer_options"))
     else:
         minimize(renderer, "mse", spec["method"], target=target, target_params=task.target_params,
@@ -308,6 +308,7 @@ def gradient_quality(task_name: str = "texture", budget: int = 2000, seed: int =
 
         errors = []
         res = rg.optimize(renderer, objective, Probe(), target_params=task.target_params, lr=spec["lr"],
+                          optimizer=spec.get("optimizer", "adam"), optimizer_options=spec.get("optimizer_options"),
                           lr_decay=spec.get("lr_decay"), steps=budget, max_renders=budget, seed=seed,
                           final_render=False)
         errors.append(task.error(res.theta))

@@ -86,3 +86,15 @@ def test_estimator_benchmark_end_to_end(tmp_path):
     md = (tmp_path / "estimators.md").read_text()
     assert "| prdpt |" in md and "| cma |" in md
     assert (tmp_path / "estimators_toy.png").stat().st_size > 1000
+
+
+def test_texture_methods_run_with_their_own_optimizer():
+    """The texture task's SGD settings reach the optimizer (an unknown one is refused)."""
+    from benchmarks.estimators import run_one
+    from rendergrad.errors import ConfigError
+    task = get_task("texture", size=8)
+    assert task.methods["spsa"]["optimizer"] == "sgd"
+    res = run_one("texture", "spsa", task.methods["spsa"], 0, 200, {"size": 8})
+    assert res["curve"][-1][1] < res["curve"][0][1]
+    with pytest.raises(ConfigError, match="optimizer"):
+        run_one("texture", "spsa", dict(task.methods["spsa"], optimizer="newton"), 0, 20, {"size": 8})
