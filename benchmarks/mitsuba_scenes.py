@@ -157,7 +157,8 @@ def profile_step(r, theta: torch.Tensor, reps: int) -> dict[str, float]:
 
 
 def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "common",
-                      lr_decay: float | None = None, sigma_step: bool = True) -> dict[str, Any]:
+                      lr_decay: float | None = None, sigma_step: bool = True, sigma_min: float = 0.04,
+                      anneal_end: float = 1.0) -> dict[str, Any]:
     import rendergrad as rg
     sc = _scenes()
     task = sc.task("sphere_shadow")
@@ -165,7 +166,12 @@ def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "c
     r = _renderer(task, "forward", res, spp, seed_mode=seed_mode)
     space = r.parameter_space()
     width = float((space.high - space.low)[0])          # 4 scene units: σ and lr scale by 1/4
-    opts = {"sigma": 0.5 / width, "samples": 2, "sampler": "importance", "sigma_step": sigma_step}
+    opts: dict[str, Any] = {"sigma": 0.5 / width, "samples": 2, "sampler": "importance", "sigma_step": sigma_step,
+                            "sigma_min": sigma_min / width}
+    if anneal_end < 1.0:
+        # σ constant for the first half, linear down to σ_min at anneal_end, then held there.
+        opts["points"] = [[0.0, 0.5 / width], [0.5, 0.5 / width], [anneal_end, sigma_min / width],
+                          [1.0, sigma_min / width]]
     marks = {50, 100, 200, 300, 400, steps}
     curve: dict[int, float] = {}
 
@@ -184,6 +190,7 @@ def run_sphere_shadow(steps: int, ref_steps: int, seed: int, seed_mode: str = "c
     wall = time.perf_counter() - t0
     from rendergrad.registry import registry
     schedule = registry().create("estimator", "prdpt", opts).schedule.describe()
+    schedule["anneal_end"] = anneal_end
     ours = {"estimator_options": opts, "schedule": schedule, "width": width, "lr_decay": lr_decay,
             "load_average_after": os.getloadavg(),
             "history": [{"step": h["step"], "loss": h["loss"], "sigma": h.get("sigma"), "params": h["params"]}
@@ -255,9 +262,10 @@ def sphere_markdown(out: dict[str, Any], steps: int, command: str = "") -> str:
     lines = [
         *( [f"    {command}", ""] if command else [] ),
         f"- settings: PRDPT `sampler = \"{opts['sampler']}\"`, {opts['samples']} renders per step (one antithetic pair), "
-        f"σ0 = {opts['sigma'] * w:g} scene units ({opts['sigma']:g} of the {w:g}-unit range), schedule `{sch['kind']}` "
-        f"(σ constant to {sch['anneal_start']:.0%} of the run, then linear to {sch['sigma_min']:g} of the range = "
-        f"{sch['sigma_min'] * w:g} scene units), `sigma_step = {str(opts['sigma_step']).lower()}`; "
+        f"σ0 = {opts['sigma'] * w:g} scene units ({opts['sigma']:g} of the {w:g}-unit range), σ constant to 50% of "
+        f"the run, then linear to σ_min = {opts['sigma_min'] * w:g} scene units ({opts['sigma_min']:g} of the range) at "
+        f"{sch['anneal_end']:.0%} of the run{', then held' if sch['anneal_end'] < 1 else ''}, "
+        f"`sigma_step = {str(opts['sigma_step']).lower()}`; "
         f"Adam lr 2e-2 scene units ({0.02 / w:g} normalised), lr_decay {decay}; {steps} steps; "
         f"256×192, 32 spp, path depth 6, box film filter; `seed_mode = \"{out['seed_mode']}\"`, seed {out['seed']}",
         f"- parameter MSE: {curve} (reference: 0.56 @50, 0.060 @100, 0.039 @200, 0.0014 @300, 3e-6 @400)",
@@ -299,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-mode", default="common", choices=("independent", "common", "fixed"),
                     help="sphere shadow: the renderer's seed_mode (fixed = every render, target included, "
                          "with one seed, as the authors' code does)")
+    ap.add_argument("--sigma-min", type=float, default=0.04,
+                    help="sphere shadow: σ at the end of the anneal, in scene units (the authors' code: 0.01)")
+    ap.add_argument("--anneal-end", type=float, default=1.0,
+                    help="sphere shadow: fraction of the run where σ reaches σ_min (default 1: the last step)")
     ap.add_argument("--out", default=None, help="append the markdown result to this file")
     ap.add_argument("--history", default=None,
                     help="sphere shadow: write every step's parameters, σ and loss to this JSON file")
@@ -308,9 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps or 400
         if args.lr_decay is not None and not 0 < args.lr_decay <= 1:
             ap.error(f"--lr-decay is the final lr as a fraction of lr, in (0, 1]; got {args.lr_decay}")
+        if not 0.5 < args.anneal_end <= 1.0:
+            ap.error(f"--anneal-end is a fraction of the run in (0.5, 1]; got {args.anneal_end}")
+        if not 0 < args.sigma_min <= 0.5:
+            ap.error(f"--sigma-min is in scene units, in (0, 0.5] (σ0 = 0.5); got {args.sigma_min}")
         command = "python -m benchmarks mitsuba_scenes " + " ".join(sys.argv[1:] if argv is None else argv)
         out = run_sphere_shadow(steps, args.ref_steps, args.seed, args.seed_mode, lr_decay=args.lr_decay,
-                                sigma_step=args.sigma_step == "on")
+                                sigma_step=args.sigma_step == "on", sigma_min=args.sigma_min,
+                                anneal_end=args.anneal_end)
         md = "## Sphere shadow (reference task)\n\n" + sphere_markdown(out, steps, command)
         if args.history:
             import json
