@@ -263,11 +263,16 @@ if __name__ == "__main__":  # pragma: no cover
 # -- gradient quality ------------------------------------------------------------------------
 def gradient_quality(task_name: str = "texture", budget: int = 2000, seed: int = 0,
                      methods: tuple[str, ...] = ("spsa", "prdpt", "zerograds"),
-                     task_kw: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                     task_kw: dict[str, Any] | None = None,
+                     variants: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Cosine between each estimator's gradient and the true gradient along its own run.
 
     Explains results in many dimensions: an estimator whose gradient points 2 % along the true
-    one needs ~50× the steps of one that points 100 % along it. The true gradient comes from a
+    one needs ~50× the steps of one that points 100 % along it. The cosine between consecutive
+    gradients tells whether the steps add up (fresh directions, near 0) or keep pushing along
+    one direction (near 1), which bounds what a run can gain. ``variants`` maps a label to
+    ``{"method": <task method>, "options": {...}}`` (estimator options changed on top of the
+    task's). The true gradient comes from a
     second, differentiable evaluator (not counted in the run's renders).
     """
     torch.set_num_threads(1)
@@ -279,14 +284,20 @@ def gradient_quality(task_name: str = "texture", budget: int = 2000, seed: int =
     from benchmarks.tasks import get_task
     task = get_task(task_name, **(task_kw or {}))
     rows = []
-    for method in methods:
-        spec = task.methods[method]
+    runs = {m: (m, {}) for m in methods}
+    runs.update({label: (v["method"], dict(v.get("options", {}))) for label, v in (variants or {}).items()})
+    for method, (base, change) in runs.items():
+        if base not in task.methods:
+            raise KeyError(f"task {task_name!r} has no method {base!r}; methods: {', '.join(task.methods)}")
+        spec = dict(task.methods[base], options={**task.methods[base]["options"], **change})
         renderer = task.make_renderer()
         space = renderer.parameter_space()
         objective = registry().create("objective", "mse", {})
         inner = registry().create("estimator", spec["estimator"], dict(spec["options"]))
         truth = BatchEvaluator(renderer, registry().create("objective", "mse", {}), space, None)
         cosines: list[float] = []
+        consecutive: list[float] = []
+        previous: list[torch.Tensor] = []
 
         class Probe(GradientEstimator):
             name = inner.name
@@ -302,8 +313,11 @@ def gradient_quality(task_name: str = "texture", budget: int = 2000, seed: int =
                 est = inner.estimate(loss_fn, u, ctx)
                 x = u.detach().clone().requires_grad_(True)
                 (g,) = torch.autograd.grad(truth(x.unsqueeze(0), differentiable=True)[0], x)
-                cosines.append(float(torch.nn.functional.cosine_similarity(
-                    torch.as_tensor(est.grad).to(g.dtype).flatten(), g.flatten(), dim=0)))
+                e = torch.as_tensor(est.grad).to(g.dtype).flatten()
+                cosines.append(float(torch.nn.functional.cosine_similarity(e, g.flatten(), dim=0)))
+                if previous:
+                    consecutive.append(float(torch.nn.functional.cosine_similarity(e, previous[0], dim=0)))
+                previous[:] = [e]
                 return est
 
         errors = []
@@ -315,6 +329,7 @@ def gradient_quality(task_name: str = "texture", budget: int = 2000, seed: int =
         k = max(1, len(cosines) // 5)
         rows.append({"method": method, "renders": res.evaluations, "steps": res.steps,
                      "cos_first": statistics.fmean(cosines[:k]), "cos_last": statistics.fmean(cosines[-k:]),
+                     "cos_consecutive": statistics.fmean(consecutive[-k:]) if consecutive else math.nan,
                      "error": errors[0], "start_error": task.error(space.flatten(task.init or {}))})
     return rows
 
@@ -323,17 +338,25 @@ def gradient_quality_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks estimators --gradient-quality")
     ap.add_argument("--task", default="texture")
     ap.add_argument("--budget", type=int, default=2000)
+    ap.add_argument("--variants", default="", help='JSON: {"label": {"method": "zerograds", "options": {...}}}')
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
-    rows = gradient_quality(args.task, args.budget)
+    import json
+    try:
+        variants = json.loads(args.variants) if args.variants else None
+    except json.JSONDecodeError as exc:
+        ap.error(f"--variants is not valid JSON ({exc})")
+    rows = gradient_quality(args.task, args.budget, variants=variants)
     lines = [f"## Gradient quality on `{args.task}` ({args.budget} renders)", "",
              "Cosine between the estimator's gradient and the true (analytic) gradient at the same "
-             "parameters, averaged over the first and the last fifth of the run.", "",
-             "| method | steps | cosine, first fifth | cosine, last fifth | start error | final error |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "parameters, averaged over the first and the last fifth of the run; and between consecutive "
+             "gradients (last fifth).", "",
+             "| method | steps | cosine, first fifth | cosine, last fifth | consecutive cosine | start error | "
+             "final error |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['steps']} | {r['cos_first']:.3f} | {r['cos_last']:.3f} | "
-                     f"{r['start_error']:.3g} | {r['error']:.3g} |")
+                     f"{r['cos_consecutive']:.3f} | {r['start_error']:.3g} | {r['error']:.3g} |")
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

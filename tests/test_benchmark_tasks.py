@@ -98,3 +98,16 @@ def test_texture_methods_run_with_their_own_optimizer():
     assert res["curve"][-1][1] < res["curve"][0][1]
     with pytest.raises(ConfigError, match="optimizer"):
         run_one("texture", "spsa", dict(task.methods["spsa"], optimizer="newton"), 0, 20, {"size": 8})
+
+
+def test_gradient_quality_reports_consecutive_cosine_and_variants():
+    rows = bench.gradient_quality("texture", budget=100, methods=("spsa",), task_kw={"size": 8},
+                                  variants={"zg-nobuffer": {"method": "zerograds", "options": {"buffer": 0}}})
+    assert [r["method"] for r in rows] == ["spsa", "zg-nobuffer"]
+    for r in rows:
+        assert -1.0 <= r["cos_consecutive"] <= 1.0 and -1.0 <= r["cos_last"] <= 1.0
+    # SPSA draws fresh directions every step: consecutive estimates are far from parallel
+    assert abs(rows[0]["cos_consecutive"]) < 0.5
+    with pytest.raises(KeyError, match="no method"):
+        bench.gradient_quality("texture", budget=20, methods=(), task_kw={"size": 8},
+                               variants={"x": {"method": "newton"}})
