@@ -440,11 +440,8 @@ def write_outputs(out: str | Path, result: OlatADResult, basis: OlatBasis,
 # -- CLI ----------------------------------------------------------------------------------------
 def _value(text: str) -> Any:
     """A ``--option`` value: TOML (numbers, booleans, arrays, quoted strings) or a bare string."""
-    import tomllib
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+    from rendergrad.config import parse_value
+    return parse_value(text)
 
 
 def _pairs(items: Sequence[str] | None, what: str) -> dict[str, Any]:

@@ -25,56 +25,9 @@ from rendergrad.renderers.blender import BlenderRenderer  # noqa: E402
 from rendergrad.renderers.blender.paths import PathError, parse  # noqa: E402
 from rendergrad.renderers.bridge import protocol as P  # noqa: E402
 
-# Built from scratch, like examples/bridge/blender_scene.py: floor, sphere, a row of cubes (array
-# modifier), two point lights, a camera.
-SCENE = '''import bpy
-
-scene = bpy.context.scene
-
-bpy.ops.mesh.primitive_plane_add(size=12, location=(0, 0, 0))
-floor = bpy.context.object
-floor.name = "Floor"
-
-bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(1.8, -0.8, 0.5), segments=24, ring_count=12)
-sphere = bpy.context.object
-sphere.name = "Sphere"
-mat = bpy.data.materials.new("SphereMat")
-if mat.node_tree is None:  # Blender < 5 creates materials without nodes
-    mat.use_nodes = True
-mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.8, 0.3, 0.1, 1.0)
-sphere.data.materials.append(mat)
-
-bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2.6, 0.5, 0.3))
-cubes = bpy.context.object
-cubes.name = "Cubes"
-array = cubes.modifiers.new("Array", "ARRAY")
-array.count = 3
-array.relative_offset_displace = (1.2, 0.0, 0.0)
-cube_mat = bpy.data.materials.new("CubeMat")
-if cube_mat.node_tree is None:
-    cube_mat.use_nodes = True
-cube_mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0.05, 0.1, 0.6, 1.0)
-cubes.data.materials.append(cube_mat)
-
-key = bpy.data.lights.new("Key", "POINT")
-key.energy = 600.0
-key_obj = bpy.data.objects.new("Key", key)
-key_obj.location = (2.0, -2.5, 4.0)
-scene.collection.objects.link(key_obj)
-
-fill = bpy.data.lights.new("Fill", "POINT")
-fill.energy = 200.0
-fill_obj = bpy.data.objects.new("Fill", fill)
-fill_obj.location = (-3.0, -2.0, 3.0)
-scene.collection.objects.link(fill_obj)
-
-cam = bpy.data.cameras.new("Camera")
-cam_obj = bpy.data.objects.new("Camera", cam)
-cam_obj.location = (0.0, -7.5, 3.0)
-cam_obj.rotation_euler = (1.25, 0.0, 0.0)
-scene.collection.objects.link(cam_obj)
-scene.camera = cam_obj
-'''
+# The scene is built from scratch by the example script (floor, sphere, a row of cubes through an
+# array modifier, two point lights, a camera); the tests serve the very file users run.
+SCENE = (Path(__file__).resolve().parents[1] / "examples" / "bridge" / "blender_scene.py").read_text()
 
 PARAMS = [
     {"name": "z", "path": 'objects["Sphere"].location[2]', "low": 0.3, "high": 2.0, "init": 0.5},
