@@ -25,6 +25,7 @@ zmq = pytest.importorskip("zmq")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import rendergrad as rg  # noqa: E402
+from rendergrad.callbacks import Callback  # noqa: E402
 from rendergrad.errors import ConfigError, RendererFailure  # noqa: E402
 from rendergrad.renderers.bridge import BridgeRenderer, RendererServer  # noqa: E402
 from rendergrad.renderers.bridge import protocol as P  # noqa: E402
@@ -113,13 +114,17 @@ def test_worker_killed_mid_run_loses_no_step_and_counts_honestly():
     try:
         victim = r.worker_pids()[0]
 
-        def kill_soon():
-            time.sleep(0.6)
-            os.killpg(victim, signal.SIGKILL)
+        class KillDuringNextStep(Callback):
+            """At step 4, kill a worker 10 ms later: inside the next step's 30 ms renders on a quiet
+            machine, between renders on a loaded one; both must lose nothing. Tied to the run's
+            progress, not to wall-clock time, so a fast machine cannot finish before the kill."""
 
-        threading.Thread(target=kill_soon, daemon=True).start()
+            def on_step(self, *, record, **kw):
+                if record["step"] == 4:
+                    threading.Timer(0.01, os.killpg, (victim, signal.SIGKILL)).start()
+
         res = rg.optimize(r, "mse", "spsa", target_params={"x": 0.6, "y": 0.4, "power": 2.0},
-                          steps=16, lr=0.05, seed=1)
+                          steps=16, lr=0.05, seed=1, callbacks=[KillDuringNextStep()])
         assert res.steps == 16 and [h["step"] for h in res.history] == list(range(16))
         assert res.evaluations == 16 * 2          # spsa: one pair per step; nothing double-counted
         assert r.stats["restarts"] >= 1 and r.stats["lost"] >= 1 and r.stats["retries"] >= 1
