@@ -241,7 +241,7 @@ def load_clip(model: str, checkpoint: str | Path | None, device: str = "cpu") ->
         except (RuntimeError, AssertionError, KeyError, ValueError) as e:
             raise ConfigError(f"clip: could not load {ckpt} into architecture {model!r} "
                               f"({type(e).__name__}: {e}); check that `model` matches the checkpoint") from None
-        net.eval()
+        net.train(False)  # inference mode: no dropout, frozen norms
         for p in net.parameters():
             p.requires_grad_(False)
         _MODELS[key] = (net, open_clip.get_tokenizer(name))
