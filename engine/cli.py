@@ -129,7 +129,12 @@ def _stdout_closed() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Report against the subcommand's own parser, so its usage (not the top level's) is shown.
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        target = sub.choices.get(args.command, parser) if sub is not None and args.command else parser
+        target.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

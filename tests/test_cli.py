@@ -143,3 +143,9 @@ def test_snapshots_and_contact_sheet(tmp_path):
     assert (out / "snapshots/sheet.png").stat().st_size > 1000
     result = json.loads((out / "result.json").read_text())
     assert result["evaluations"] == 20 and result["extra_renders"] == 2 + 4  # target, final, 4 snapshots
+
+
+def test_unknown_option_shows_the_subcommands_usage(tmp_path):
+    p = cli("run", ROOT / "examples/toy/plateau.toml", "--oot", tmp_path, check=False)
+    assert p.returncode == 2
+    assert "usage: rendergrad run" in p.stderr and "unrecognized arguments: --oot" in p.stderr
