@@ -130,6 +130,12 @@ class BatchEvaluator:
         self.renders, self.render_seconds = before, seconds
         return img
 
+    def preview_scored(self, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """One parameter vector's image ``[H,W,C]`` and loss, for the record (an extra render)."""
+        img = self.preview(theta.reshape(1, -1))
+        with torch.no_grad():
+            return img[0], float(self.score(img)[0])
+
     def render(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
         """Render from normalised ``u``."""
         if differentiable:

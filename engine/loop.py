@@ -290,10 +290,7 @@ def optimize(
     final_loss = history[-1]["loss"] if history else math.nan
     try:
         if final_render:
-            final_image = evaluator.preview(theta_final.unsqueeze(0))
-            with torch.no_grad():
-                final_loss = float(evaluator.score(final_image)[0])
-            final_image = final_image[0]
+            final_image, final_loss = evaluator.preview_scored(theta_final)
     finally:
         if close:
             renderer.close()

@@ -189,10 +189,7 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
     final_image, final_loss = None, math.nan
     try:
         if final_render:
-            img = evaluator.preview(theta.unsqueeze(0))
-            with torch.no_grad():
-                final_loss = float(evaluator.score(img)[0])
-            final_image = img[0]
+            final_image, final_loss = evaluator.preview_scored(theta)
     finally:
         if close and final_render:
             renderer.close()
