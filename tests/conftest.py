@@ -15,3 +15,23 @@ def toy_scene():
         "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.15, "color": [1.0, 0.5, 0.2]}],
         "params": [{"name": "x", "init": 0.4}, {"name": "y", "init": 0.6}],
     }
+
+
+@pytest.fixture
+def plateau_scene():
+    """The plateau task at test size: a hard-edged disc that does not overlap its target.
+
+    Bounds keep the disc inside the frame: a disc leaving the frame also lowers the loss and
+    would make the frame's edges false minima.
+    """
+    return {
+        "resolution": 32, "mode": "hard",
+        "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.1, "color": [1.0, 0.45, 0.2]}],
+        "params": [{"name": "x", "init": 0.25, "low": 0.12, "high": 0.88},
+                   {"name": "y", "init": 0.75, "low": 0.12, "high": 0.88}],
+    }
+
+
+@pytest.fixture
+def plateau_target():
+    return {"x": 0.7, "y": 0.3}

@@ -17,13 +17,6 @@ from rendergrad.plugins.baselines import minimize
 pytest.importorskip("cma")
 pytest.importorskip("nevergrad")
 
-PLATEAU = {
-    "resolution": 32, "mode": "hard",
-    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.1, "color": [1.0, 0.45, 0.2]}],
-    "params": [{"name": "x", "init": 0.25, "low": 0.12, "high": 0.88},
-               {"name": "y", "init": 0.75, "low": 0.12, "high": 0.88}],
-}
-TARGET = {"x": 0.7, "y": 0.3}
 
 
 class Parabola(Renderer):
@@ -38,9 +31,10 @@ class Parabola(Renderer):
         return ((theta - 0.3) ** 2).reshape(-1, 1, 1, 1)
 
 
-def test_cma_solves_the_plateau_task_and_counts_renders():
+def test_cma_solves_the_plateau_task_and_counts_renders(plateau_scene, plateau_target):
     seen = []
-    res = minimize("toy", "mse", "cma", renderer_options=PLATEAU, target_params=TARGET, budget=300, seed=0,
+    res = minimize("toy", "mse", "cma", renderer_options=plateau_scene, target_params=plateau_target,
+                   budget=300, seed=0,
                    options={"sigma0": 0.3, "popsize": 6}, on_step=lambda rec, u: seen.append(rec["evaluations"]))
     # whole populations only, counted as they go; pycma may stop early once converged
     assert res.evaluations <= 300 and seen == list(range(6, res.evaluations + 1, 6))

@@ -219,32 +219,24 @@ def test_bad_options_are_refused_with_a_hint():
         PRDPT(bounds="reflect")
 
 
-PLATEAU = {
-    "resolution": 32, "mode": "hard",
-    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.1, "color": [1.0, 0.45, 0.2]}],
-    # bounds keep the disc inside the frame: a disc leaving the frame lowers the loss and
-    # would make the frame's edges false minima
-    "params": [{"name": "x", "init": 0.25, "low": 0.12, "high": 0.88},
-               {"name": "y", "init": 0.75, "low": 0.12, "high": 0.88}],
-}
 
 
-def test_crosses_the_plateau_where_analytic_cannot():
+def test_crosses_the_plateau_where_analytic_cannot(plateau_scene):
     target = {"x": 0.7, "y": 0.3}
-    res = rg.optimize("toy", "mse", "prdpt", renderer_options=PLATEAU, target_params=target,
+    res = rg.optimize("toy", "mse", "prdpt", renderer_options=plateau_scene, target_params=target,
                       lr=0.02, steps=300, max_renders=600, seed=1)
     err = math.dist([res.params["x"], res.params["y"]], [0.7, 0.3])
     assert err < 0.03, res.params
     assert res.evaluations == 600
-    soft = dict(PLATEAU, mode="soft", softness=0.02)
+    soft = dict(plateau_scene, mode="soft", softness=0.02)
     stuck = rg.optimize("toy", "mse", "analytic", renderer_options=soft, target_params=target,
                         lr=0.02, steps=50, seed=1)
     assert stuck.params == pytest.approx({"x": 0.25, "y": 0.75})
 
 
-def test_resume_continues_bit_identically(tmp_path):
+def test_resume_continues_bit_identically(tmp_path, plateau_scene):
     target = {"x": 0.7, "y": 0.3}
-    kw = dict(renderer_options=PLATEAU, target_params=target, lr=0.02, seed=3,
+    kw = dict(renderer_options=plateau_scene, target_params=target, lr=0.02, seed=3,
               estimator_options={"samples": 4, "qmc": True, "schedule": "constant", "sigma": 0.3})
     full = rg.optimize("toy", "mse", "prdpt", steps=30, **kw)
     rg.optimize("toy", "mse", "prdpt", steps=30, max_renders=60, checkpoint_dir=tmp_path, **kw)

@@ -12,13 +12,6 @@ from rendergrad import Param, ParamSpace
 from rendergrad.errors import ConfigError
 from rendergrad.plugins.zerograds import ZeroGrads
 
-PLATEAU = {
-    "resolution": 32, "mode": "hard",
-    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": 0.1, "color": [1.0, 0.45, 0.2]}],
-    "params": [{"name": "x", "init": 0.25, "low": 0.12, "high": 0.88},
-               {"name": "y", "init": 0.75, "low": 0.12, "high": 0.88}],
-}
-TARGET = {"x": 0.7, "y": 0.3}
 
 
 def quadratic(u: torch.Tensor) -> torch.Tensor:
@@ -60,8 +53,8 @@ def test_predictions_stay_non_negative():
     assert bool((est.predict(torch.rand(500, 2) * 3 - 1) >= 0).all())
 
 
-def test_crosses_the_plateau_in_a_short_run():
-    res = rg.optimize("toy", "mse", "zerograds", renderer_options=PLATEAU, target_params=TARGET,
+def test_crosses_the_plateau_in_a_short_run(plateau_scene, plateau_target):
+    res = rg.optimize("toy", "mse", "zerograds", renderer_options=plateau_scene, target_params=plateau_target,
                       lr=0.02, steps=400, max_renders=400, seed=0)
     err = math.dist([res.params["x"], res.params["y"]], [0.7, 0.3])
     assert err < 0.03, res.params
@@ -70,8 +63,8 @@ def test_crosses_the_plateau_in_a_short_run():
     assert set(rec) >= {"sigma", "surrogate_loss"} and len(rec) <= 7   # small history records
 
 
-def test_resume_continues_bit_identically(tmp_path):
-    kw = dict(renderer_options=PLATEAU, target_params=TARGET, lr=0.02, seed=5,
+def test_resume_continues_bit_identically(tmp_path, plateau_scene, plateau_target):
+    kw = dict(renderer_options=plateau_scene, target_params=plateau_target, lr=0.02, seed=5,
               estimator_options={"schedule": "constant", "buffer": 16})
     full = rg.optimize("toy", "mse", "zerograds", steps=24, **kw)
     part = rg.optimize("toy", "mse", "zerograds", steps=24, max_renders=20, checkpoint_dir=tmp_path, **kw)
