@@ -116,6 +116,7 @@ def optimize(
     final_render: bool = True,
     close: bool = False,
     registry: Registry | None = None,
+    meta: Any = None,
 ) -> Result:
     """Optimize a renderer's parameters so its image minimises the objective.
 
@@ -130,6 +131,10 @@ def optimize(
     reaches ``target_loss``, or it has not improved by ``min_delta`` for ``patience`` steps.
     With ``checkpoint_dir`` the full state is saved every ``checkpoint_every`` steps, at the
     end, and when the run fails; ``resume=True`` continues from it bit-identically.
+
+    ``meta`` (a ``meta-train`` folder, a ``meta.json`` path or :class:`rendergrad.meta.MetaParams`)
+    starts from the learned point instead of ``init`` and takes plain gradient steps with the
+    learned per-coordinate step sizes instead of ``optimizer``/``lr``.
     """
     reg = registry or default_registry()
     renderer = _resolve(reg, "renderer", renderer, renderer_options)
@@ -149,6 +154,11 @@ def optimize(
 
     space = renderer.parameter_space()
     u0 = space.to_unit(space.flatten(init or {}, what="init"))
+    learned = None
+    if meta is not None:  # the learned start and step sizes replace init and the optimizer
+        from .meta import resolve_meta
+        learned = resolve_meta(meta, space)
+        u0, optimizer, lr = learned.u0.clone(), "meta-sgd", 1.0
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
@@ -164,7 +174,11 @@ def optimize(
     evaluator.target = target
 
     u = torch.nn.Parameter(u0.clone())
-    opt = make_optimizer(optimizer, [u], lr, optimizer_options)
+    if learned is not None:
+        from .meta import PerCoordinateSGD
+        opt = PerCoordinateSGD([u], learned.step_sizes, lr=lr)
+    else:
+        opt = make_optimizer(optimizer, [u], lr, optimizer_options)
     estimator.setup(space, steps)
 
     history: list[dict[str, Any]] = []

@@ -47,11 +47,26 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None) -> Result:
-    """Run a validated config, writing everything into ``out``."""
+               registry: Registry | None = None, meta: Any = None) -> Result:
+    """Run a validated config, writing everything into ``out``.
+
+    ``meta``: a ``meta-train`` folder or ``meta.json``; it is copied into ``out`` (a resumed run
+    picks it up from there).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = validate(cfg)
+    if "ranges" in cfg["target"] or "images" in cfg["target"]:
+        raise ConfigError("[target] ranges / images describe a family of tasks: learn from it with "
+                          "`rendergrad meta-train FILE --out DIR`; a run needs one target (params or image)")
+    if meta is None and resume and (out / "meta.json").exists():
+        meta = out / "meta.json"
+    if meta is not None:
+        from .meta import load_meta
+        learned = load_meta(meta)
+        if not resume:
+            learned.save(out)
+        meta = learned
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
@@ -72,7 +87,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
             patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
             progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
-            resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
+            resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg, meta=meta,
         )
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
