@@ -120,8 +120,10 @@ class MetaLearner:
         return g, float(est.loss)
 
     def inner_first_order(self, u0: torch.Tensor, alpha: torch.Tensor, gen: torch.Generator,
-                          steps: int | None = None) -> tuple[InnerResult, torch.Tensor, torch.Tensor]:
-        """Plain gradient steps on estimated gradients; returns the result, ``Σ_k g_k`` and ``g_K``."""
+                          steps: int | None = None, final_gradient: bool = True
+                          ) -> tuple[InnerResult, torch.Tensor, torch.Tensor | None]:
+        """Plain gradient steps on estimated gradients; returns the result, ``Σ_k g_k`` and ``g_K``
+        (the gradient after the loop, one more estimate, only with ``final_gradient``)."""
         steps = self.inner_steps if steps is None else steps
         self.estimator.setup(self.space, self.inner_steps)
         u = u0.detach().clone().to(torch.float64)
@@ -132,6 +134,8 @@ class MetaLearner:
             losses.append(loss)
             gsum += g
             u = (u - alpha * g).clamp(0.0, 1.0)
+        if not final_gradient:
+            return InnerResult(u=u, loss=math.nan, losses=losses), gsum, None
         g_final, loss_final = self._estimate(u, steps, gen)
         return InnerResult(u=u, loss=loss_final, losses=losses), gsum, g_final
 
@@ -170,7 +174,7 @@ class MetaLearner:
                 losses.append(float(loss.detach()))
                 u = (x.detach() - alpha * (torch.zeros_like(x) if g is None else g)).clamp(0.0, 1.0)
         else:
-            res, _, _ = self.inner_first_order(u0, alpha, gen, steps=steps)
+            res, _, _ = self.inner_first_order(u0, alpha, gen, steps=steps, final_gradient=False)
             u, losses = res.u, res.losses
         final = float(self.evaluator(u.unsqueeze(0))[0])
         return InnerResult(u=u.detach(), loss=final, losses=losses)
