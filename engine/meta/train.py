@@ -102,8 +102,15 @@ def meta_curve_plot(path: Path, history: list[dict[str, Any]], evals: list[dict[
 
 
 def meta_train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = False,
-               callbacks: Sequence[Callback] = (), registry: Registry | None = None) -> MetaParams:
-    """Meta-train on the family ``cfg`` describes; write everything into ``out``."""
+               callbacks: Sequence[Callback] = (), registry: Registry | None = None,
+               renderer: Any = None, objective: Any = None, estimator: Any = None,
+               return_tasks: bool = False) -> Any:
+    """Meta-train on the family ``cfg`` describes; write everything into ``out``.
+
+    ``renderer``/``objective``/``estimator`` instances replace the plugins the config names
+    (the caller then owns the renderer; it is not closed). ``return_tasks=True`` returns
+    ``(MetaParams, train_tasks, test_tasks)``.
+    """
     cfg = validate(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,23 +122,30 @@ def meta_train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     if not m["meta_lr"] > 0 or not 0 < m["meta_lr_decay"] <= 1 or m["step_size"] < 0:
         raise ConfigError("[meta] meta_lr must be > 0, meta_lr_decay in (0, 1], step_size >= 0 (0: automatic)")
     reg = registry or default_registry()
-    renderer = reg.create("renderer", cfg["renderer"]["name"], dict(cfg["renderer"]["options"]))
+    owned = renderer is None
+    if owned:
+        renderer = reg.create("renderer", cfg["renderer"]["name"], dict(cfg["renderer"]["options"]))
     try:
-        objective = reg.create("objective", cfg["objective"]["name"], dict(cfg["objective"]["options"]))
-        estimator = reg.create("estimator", cfg["estimator"]["name"], dict(cfg["estimator"]["options"])) \
-            if m["order"] == "first" else None
+        if objective is None:
+            objective = reg.create("objective", cfg["objective"]["name"], dict(cfg["objective"]["options"]))
+        if m["order"] == "second":
+            estimator = None
+        elif estimator is None:
+            estimator = reg.create("estimator", cfg["estimator"]["name"], dict(cfg["estimator"]["options"]))
         if estimator is not None and getattr(estimator, "requires_differentiable", False) \
                 and not getattr(renderer, "differentiable", False):
             raise ConfigError(f"estimator {estimator.name!r} needs a differentiable renderer; "
                               f"{renderer.name!r} is forward-only")
-        return _train(cfg, out, renderer, objective, estimator, resume=resume, progress=progress,
-                      callbacks=callbacks)
+        params, train, test = _train(cfg, out, renderer, objective, estimator, resume=resume, progress=progress,
+                                     callbacks=callbacks)
+        return (params, train, test) if return_tasks else params
     finally:
-        renderer.close()
+        if owned:
+            renderer.close()
 
 
 def _train(cfg, out: Path, renderer, objective, estimator, *, resume: bool, progress: bool,
-           callbacks: Sequence[Callback]) -> MetaParams:
+           callbacks: Sequence[Callback]) -> tuple[MetaParams, list[Task], list[Task]]:
     m = cfg["meta"]
     space = renderer.parameter_space()
     ev = BatchEvaluator(renderer, objective, space, None, max_batch=cfg["optimizer"].get("max_batch"))
@@ -240,7 +254,7 @@ def _train(cfg, out: Path, renderer, objective, estimator, *, resume: bool, prog
     params.save(out, space)
     (out / "history.json").write_text(json.dumps({"outer": history, "evaluations": evals}, indent=2))
     meta_curve_plot(out / "meta_curve.png", history, evals)
-    return params
+    return params, train, test
 
 
 def resume_meta(out: str | Path, *, progress: bool = False, callbacks: Sequence[Callback] = (),
