@@ -119,11 +119,13 @@ def meta_curve_plot(path: Path, history: list[dict[str, Any]], evals: list[dict[
 def meta_train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = False,
                callbacks: Sequence[Callback] = (), registry: Registry | None = None,
                renderer: Any = None, objective: Any = None, estimator: Any = None,
-               return_tasks: bool = False) -> Any:
+               tasks: tuple[list[Task], list[Task]] | None = None, return_tasks: bool = False) -> Any:
     """Meta-train on the family ``cfg`` describes; write everything into ``out``.
 
     ``renderer``/``objective``/``estimator`` instances replace the plugins the config names
-    (the caller then owns the renderer; it is not closed). ``return_tasks=True`` returns
+    (the caller then owns the renderer; it is not closed). ``tasks=(train, test)`` replaces the
+    family ``[target]`` describes (targets from elsewhere: photos, another renderer).
+    ``return_tasks=True`` returns
     ``(MetaParams, train_tasks, test_tasks)``.
     """
     cfg = validate(cfg)
@@ -152,7 +154,7 @@ def meta_train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             raise ConfigError(f"estimator {estimator.name!r} needs a differentiable renderer; "
                               f"{renderer.name!r} is forward-only")
         params, train, test = _train(cfg, out, renderer, objective, estimator, resume=resume, progress=progress,
-                                     callbacks=callbacks)
+                                     callbacks=callbacks, tasks=tasks)
         return (params, train, test) if return_tasks else params
     finally:
         if owned:
@@ -160,11 +162,14 @@ def meta_train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
 
 
 def _train(cfg, out: Path, renderer, objective, estimator, *, resume: bool, progress: bool,
-           callbacks: Sequence[Callback]) -> tuple[MetaParams, list[Task], list[Task]]:
+           callbacks: Sequence[Callback], tasks: tuple[list[Task], list[Task]] | None = None
+           ) -> tuple[MetaParams, list[Task], list[Task]]:
     m = cfg["meta"]
     space = renderer.parameter_space()
     ev = BatchEvaluator(renderer, objective, space, None, max_batch=cfg["optimizer"].get("max_batch"))
-    train, test = build_family(cfg["target"], m, ev)
+    train, test = build_family(cfg["target"], m, ev) if tasks is None else (list(tasks[0]), list(tasks[1]))
+    if not train:
+        raise ConfigError("meta-training needs at least one training task")
     u_init = space.to_unit(space.flatten(cfg["params"]["init"], what="params.init"))
     seed = int(m["seed"])
     torch.manual_seed(seed)
