@@ -206,3 +206,34 @@ def _toml(cfg) -> str:
             return json.dumps(v)
         return repr(v).lower() if isinstance(v, bool) else repr(v)
     return "\n".join(f"[{sec}]\n" + "\n".join(f"{k} = {val(v)}" for k, v in body.items()) for sec, body in cfg.items())
+
+
+def test_family_of_images_and_bad_ranges(tmp_path):
+    from rendergrad.imageio import save_png
+    from rendergrad.renderers.toy import ToyRenderer
+    cfg = family(tmp_path, outer_steps=2, inner_steps=2, test_tasks=1, eval_every=2)
+    scene = dict(cfg["renderer"]["options"], mode="soft")
+    r = ToyRenderer(**scene)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i, (x, y) in enumerate([(0.4, 0.5), (0.5, 0.6), (0.6, 0.4), (0.45, 0.45)]):
+        save_png(refs / f"r{i}.png", r.render(torch.tensor([[x, y]]))[0])
+    (refs / "notes.txt").write_text("not an image")
+    cfg["renderer"]["options"] = scene
+    cfg["target"] = {"images": str(refs)}
+    cfg["estimator"] = {"name": "analytic"}
+    learned, train, test = meta_train(cfg, tmp_path / "m", return_tasks=True)
+    assert len(train) == 3 and len(test) == 1 and test[0].u_star is None
+    assert learned.info["evaluation"]["param_rmse_u"] is None and learned.info["evaluation"]["loss_after"] >= 0
+    cfg["target"] = {"images": str(tmp_path / "none" / "*.png")}
+    with pytest.raises(ConfigError, match="matches no image files"):
+        meta_train(cfg, tmp_path / "m2")
+    cfg["target"] = {"ranges": {"x": [0.7, 0.3]}}
+    with pytest.raises(ConfigError, match=r"ranges: x = \[0.7, 0.3\] must be \[low, high\]"):
+        meta_train(cfg, tmp_path / "m3")
+    cfg["target"] = {"ranges": {"z": [0.3, 0.7]}}
+    with pytest.raises(ConfigError, match="unknown parameter 'z'"):
+        meta_train(cfg, tmp_path / "m4")
+    cfg["target"] = {"image": "a.png", "ranges": {"x": [0.3, 0.7]}}
+    with pytest.raises(ConfigError, match="takes one of `image`, `images`"):
+        meta_train(cfg, tmp_path / "m5")
