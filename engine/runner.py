@@ -66,7 +66,6 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         learned = load_meta(meta)
         if not resume:
             learned.save(out)
-        meta = learned
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
