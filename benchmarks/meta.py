@@ -47,7 +47,7 @@ def olat_family(quick: bool) -> dict[str, Any]:
     from rendergrad.renderers.olat import OlatRenderer
     from rendergrad.renderers.olat_tools import capture
     reg = rg.discover()
-    w, h, spp, ref_spp = 32, 24, 16, 1024
+    w, h, spp, ref_spp = 32, 24, 64, 1024
 
     def basis_at(samples: int):
         src = reg.create("renderer", "mitsuba", {
@@ -251,10 +251,12 @@ def report(results: list[dict[str, Any]], command: str) -> str:
                   f"{mt['renders']} renders, {mt['seconds']:.1f} s (targets {mt['target_renders']} renders, "
                   f"evaluation {mt['eval_renders']}). Learned step sizes: min {r['step_sizes']['min']:.3g}, median "
                   f"{r['step_sizes']['median']:.3g}, max {r['step_sizes']['max']:.3g}.", "",
-                  "| method | loss | param. RMSE | renders | seconds |", "|---|---|---|---|---|"]
+                  "| method | loss | loss − Overfit's | param. RMSE | renders | seconds |",
+                  "|---|---|---|---|---|---|"]
+        floor = r["methods"]["Overfit"]["loss"]
         for name, row in r["methods"].items():
-            lines.append(f"| {name} | {row['loss']:.4g} | {row['param_rmse']:.4g} | {row['renders']:.0f} | "
-                         f"{row['seconds']:.3f} |")
+            lines.append(f"| {name} | {row['loss']:.4g} | {row['loss'] - floor:.3g} | {row['param_rmse']:.4g} | "
+                         f"{row['renders']:.0f} | {row['seconds']:.3f} |")
         ratio = r["meta_vs_overfit"]
         lines += ["", f"Meta / Overfit final loss: **{ratio:.3g}** "
                   f"({'within' if ratio <= 1.1 else 'not within'} 10 %); Meta "
