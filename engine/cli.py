@@ -3,6 +3,9 @@
     rendergrad plugins [--json]                 what is installed, and why anything is unavailable
     rendergrad run FILE.toml --out DIR          optimize; writes result.json, images, a plot
     rendergrad run --resume DIR                 continue an interrupted run bit-identically
+    rendergrad run FILE.toml --out DIR --external   images come from a farm: then ask / tell
+    rendergrad ask DIR                          write the next batch to render, print its path
+    rendergrad tell DIR --batch F --images D    answer it (or --losses FILE)
     rendergrad demo [--out DIR]                 the plateau task, solved by every estimator
     rendergrad meta-train FAMILY.toml --out DIR learn a start and step sizes for a family of tasks
     rendergrad run FILE.toml --meta DIR ...     start from them: a few plain gradient steps
@@ -69,6 +72,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.meta and not any(s.split("=", 1)[0].strip() == "optimizer.steps" for s in args.set or []):
             from .meta import load_meta
             cfg["optimizer"]["steps"] = load_meta(args.meta).inner_steps  # the steps it was learned for
+        if args.external:
+            run_config(cfg, out, external=True, meta=args.meta)
+            print(f"set up {out} for external renders; next: rendergrad ask {out}")
+            return 0
         result = run_config(cfg, out, resume=False, progress=progress, meta=args.meta)
     print(f"loss {result.loss:.6g} after {result.evaluations} renders in {result.wall_time_s:.1f}s "
           f"({result.stopped}); params {json.dumps(result.params) if len(json.dumps(result.params)) < 300 else '...'}")
@@ -96,6 +103,21 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
         print(f"held-out tasks: loss {ev['loss_before']:.4g} at the learned start, {ev['loss_after']:.4g} after "
               f"{learned.inner_steps} steps")
     print(f"wrote {out / 'meta.json'}")
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from .farm import ask
+    path = ask(args.run_dir)
+    print(path if path is not None else f"finished; wrote {Path(args.run_dir) / 'result.json'}")
+    return 0
+
+
+def _cmd_tell(args: argparse.Namespace) -> int:
+    from .farm import tell
+    result = tell(args.run_dir, args.batch, images=args.images, losses=args.losses)
+    if result is not None:
+        print(f"finished ({result.stopped}): loss {result.loss:.6g}; wrote {Path(args.run_dir) / 'result.json'}")
     return 0
 
 
@@ -127,7 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
     sr.add_argument("--meta", metavar="META_DIR",
                     help="start from a meta-train result: learned start and step sizes, its inner_steps steps")
+    sr.add_argument("--external", action="store_true",
+                    help="only set DIR up: images come from outside through `rendergrad ask`/`tell`")
     sr.set_defaults(func=_cmd_run)
+
+    sa = sub.add_parser("ask", help="write the batch an external run needs rendered next; print its path")
+    sa.add_argument("run_dir", help="a folder made by `rendergrad run FILE --out DIR --external`")
+    sa.set_defaults(func=_cmd_ask)
+    st = sub.add_parser("tell", help="answer a batch of an external run with images or losses")
+    st.add_argument("run_dir")
+    st.add_argument("--batch", required=True, help="the batch JSON written by `rendergrad ask`")
+    told = st.add_mutually_exclusive_group(required=True)
+    told.add_argument("--images", help="folder with one EXR/NPY/PNG per candidate, in name order")
+    told.add_argument("--losses", help="JSON list or text file: one loss per candidate")
+    st.set_defaults(func=_cmd_tell)
 
     sm = sub.add_parser("meta-train", help="learn a starting point and step sizes for a family of tasks",
                         description="A family run file: [target] ranges or images, and [meta] settings "

@@ -70,12 +70,13 @@ class MetaParams:
     fingerprint: dict[str, Any]
     inner_steps: int = 10
     info: dict[str, Any] = field(default_factory=dict)
+    source: str = "meta"   # where it was read from, for messages
 
-    def check(self, space: ParamSpace, source: str = "meta.json") -> None:
+    def check(self, space: ParamSpace, source: str | None = None) -> None:
         """Raise :class:`ConfigError` when this was learned for another parameter space."""
         why = space_mismatch(self.fingerprint, space)
         if why:
-            raise ConfigError(f"{source} does not fit this parameter space: {why}. "
+            raise ConfigError(f"{source or self.source} does not fit this parameter space: {why}. "
                               "Meta-train again for this scene (rendergrad meta-train FAMILY.toml --out DIR)")
 
     def to_json(self, space: ParamSpace | None = None) -> dict[str, Any]:
@@ -103,10 +104,12 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def load_meta(source: "str | Path | MetaParams") -> MetaParams:
-    """A :class:`MetaParams` from itself, a ``meta.json`` path or the folder holding one."""
+def load_meta(source: "str | Path | MetaParams | dict") -> MetaParams:
+    """A :class:`MetaParams` from itself, its JSON dict, a ``meta.json`` path or the folder holding one."""
     if isinstance(source, MetaParams):
         return source
+    if isinstance(source, dict):
+        return _from_json(source, "meta")
     path = Path(source)
     if path.is_dir():
         path = path / FILENAME
@@ -117,6 +120,12 @@ def load_meta(source: "str | Path | MetaParams") -> MetaParams:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: not a readable meta.json: {e}") from None
+    params = _from_json(data, str(path))
+    params.source = str(path)
+    return params
+
+
+def _from_json(data: dict[str, Any], path: str) -> MetaParams:
     if data.get("format") != FORMAT:
         raise ConfigError(f"{path}: format {data.get('format')!r} is not {FORMAT!r}")
     try:

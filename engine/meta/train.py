@@ -35,9 +35,7 @@ CONFIG_NAME = "config.json"
 def resolve_meta(meta: Any, space) -> MetaParams:
     """``meta=`` of :func:`rendergrad.optimize`: a folder, a path or :class:`MetaParams`, checked."""
     params = load_meta(meta)
-    source = "meta" if isinstance(meta, MetaParams) else \
-        str(Path(meta) / "meta.json" if Path(meta).is_dir() else meta)
-    params.check(space, source=source)
+    params.check(space)
     return params
 
 
