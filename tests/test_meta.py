@@ -237,3 +237,18 @@ def test_family_of_images_and_bad_ranges(tmp_path):
     cfg["target"] = {"image": "a.png", "ranges": {"x": [0.3, 0.7]}}
     with pytest.raises(ConfigError, match="takes one of `image`, `images`"):
         meta_train(cfg, tmp_path / "m5")
+
+
+def test_optimization_with_meta_saves_and_loads(tmp_path):
+    from rendergrad.meta import PerCoordinateSGD
+    tasks = quadratic_tasks()
+    space = Identity().parameter_space()
+    meta = MetaParams(u0=MU.clone(), step_sizes=0.5 / H, fingerprint=space_fingerprint(space), inner_steps=4)
+    whole = rg.optimize(Identity(), WeightedQuadratic(), "analytic", target=tasks[0].target, meta=meta, steps=4,
+                        final_render=False)
+    run = rg.Optimization(Identity(), WeightedQuadratic(), "analytic", target=tasks[0].target, meta=meta, steps=4)
+    run.run(final_render=False)
+    run.save(tmp_path / "ck")
+    loaded = rg.Optimization.load(tmp_path / "ck", renderer=Identity(), objective=WeightedQuadratic())
+    assert torch.equal(loaded.u.detach(), whole.u) and loaded.settings["optimizer"] == "meta-sgd"
+    assert isinstance(loaded.opt, PerCoordinateSGD) and torch.equal(loaded.opt.step_sizes, 0.5 / H)
