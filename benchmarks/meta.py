@@ -258,7 +258,7 @@ def report(results: list[dict[str, Any]], command: str) -> str:
             lines.append(f"| {name} | {row['loss']:.4g} | {row['loss'] - floor:.3g} | {row['param_rmse']:.4g} | "
                          f"{row['renders']:.0f} | {row['seconds']:.3f} |")
         ratio = r["meta_vs_overfit"]
-        lines += ["", f"Meta / Overfit final loss: **{ratio:.3g}** "
+        lines += ["", f"Meta / Overfit final loss: **{ratio:.4g}** "
                   f"({'within' if ratio <= 1.1 else 'not within'} 10 %); Meta "
                   f"{'ahead of' if r['meta_ahead_of_mean_init'] else 'NOT ahead of'} Mean-init.", ""]
     return "\n".join(lines)
