@@ -340,9 +340,10 @@ class SceneBindings:
                    lindex: dict[str, int]) -> None:
         oid = b.target.partition(".")[0]
         def combine(cur: torch.Tensor) -> torch.Tensor:
-            val = v if v.shape[1] == cur.shape[1] or cur.dim() == 1 else v.expand(-1, cur.shape[1])
-            if cur.dim() == 1:
-                val = val[:, 0]
+            if cur.dim() == 1:              # a scalar per image: fov, shininess, intensity
+                val = v[:, 0]
+            else:                           # a colour or vector; one value broadcasts
+                val = v.expand(-1, cur.shape[1]) if v.shape[1] == 1 else v
             return cur * val if b.multiply else val
         if b.target == "ambient":
             state.ambient = combine(state.ambient)
