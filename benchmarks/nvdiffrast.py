@@ -223,8 +223,8 @@ def bare_pipeline(dr: Any, ctx: Any, verts: torch.Tensor, tri: torch.Tensor, uv:
     def render(mvp: torch.Tensor) -> torch.Tensor:
         clip = (vh.unsqueeze(0) @ mvp.transpose(1, 2)).contiguous()
         rast, db = dr.rasterize(ctx, clip, tri, resolution=[res, res], grad_db=True)
-        n, _ = dr.interpolate(normals, rast, tri)
-        t, t_da = dr.interpolate(uv, rast, tri, rast_db=db, diff_attrs="all")
+        n, _ = dr.interpolate(normals[None], rast, tri)
+        t, t_da = dr.interpolate(uv[None], rast, tri, rast_db=db, diff_attrs="all")
         albedo = dr.texture(tex, t, t_da, filter_mode="linear-mipmap-linear", max_mip_level=6)
         col = albedo * (0.1 + (n * light).sum(-1, keepdim=True).clamp_min(0))
         col = torch.where(rast[..., 3:] > 0, col, torch.zeros_like(col))

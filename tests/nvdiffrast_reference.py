@@ -69,7 +69,8 @@ class ReferenceOps:
         self.calls["interpolate"] += 1
         b, h, w, _ = rast.shape
         if attr.dim() == 2:
-            attr = attr.unsqueeze(0).expand(b, -1, -1)
+            attr = attr.unsqueeze(0)
+        attr = attr.expand(b, -1, -1)  # broadcasting along the minibatch, as nvdiffrast does
         t = tri.long()
         tid = rast[..., 3].long() - 1
         hit = (tid >= 0).unsqueeze(-1)

@@ -400,3 +400,13 @@ def test_example_run_files_load(name, monkeypatch):
     assert img.shape == (1, 16, 16, 3) and bool(torch.isfinite(img).all())
     if "params" in cfg.get("target", {}):
         r.parameter_space().flatten(cfg["target"]["params"])
+
+
+def test_gpu_check_script_is_valid_shell():
+    import subprocess
+    script = ROOT / "benchmarks" / "gpu" / "check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    out = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "OUTDIR" in out
+    bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr

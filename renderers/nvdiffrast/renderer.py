@@ -201,7 +201,7 @@ class NvdiffrastRenderer(Renderer):
         shininess = gather_per_pixel(torch.stack([o.shininess for o in objs], 1)[..., None], obj_px)
         if textured:
             mip = self.max_mip_level != 0
-            uv, uv_da = ops.interpolate(g.uvs, rast, g.tri, rast_db=rast_db if mip else None,
+            uv, uv_da = ops.interpolate(g.uvs.unsqueeze(0), rast, g.tri, rast_db=rast_db if mip else None,
                                         diff_attrs="all" if mip else None)
             for k in self.textured:
                 tex = objs[k].texture
