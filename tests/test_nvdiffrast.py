@@ -410,3 +410,20 @@ def test_gpu_check_script_is_valid_shell():
     assert "OUTDIR" in out
     bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
+
+
+def test_scene_file_resolves_mesh_and_texture_paths_next_to_it(tmp_path, monkeypatch):
+    trimesh = pytest.importorskip("trimesh")
+    from rendergrad.imageio import save_png
+    c = meshes.cube()
+    trimesh.Trimesh(c.vertices.numpy(), c.faces.numpy(), process=False).export(tmp_path / "box.ply")
+    save_png(tmp_path / "wood.png", np.full((4, 4, 3), 0.5, dtype=np.float32))
+    (tmp_path / "scene.toml").write_text(
+        'background = [0.0, 0.0, 1.0]\n'
+        '[[objects]]\nid = "box"\nmesh = "box.ply"\ntexture = "wood.png"\n')
+    monkeypatch.chdir(ROOT)  # not the scene's folder: paths must resolve against the scene file
+    with pytest.raises(ConfigError, match="no UV coordinates"):
+        make(str(tmp_path / "scene.toml"))
+    (tmp_path / "scene.toml").write_text('[[objects]]\nid = "box"\nmesh = "box.ply"\ncolor = [1, 0, 0]\n')
+    r = make(str(tmp_path / "scene.toml"))
+    assert r.geometry.num_triangles == 12

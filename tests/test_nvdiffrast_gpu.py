@@ -50,7 +50,9 @@ def test_real_rasterizer_matches_the_cpu_test_double():
     cov_a, cov_b = a[..., 2] < 0.5, b[..., 2] < 0.5
     assert (cov_a == cov_b).float().mean() > 0.99
     both = cov_a & cov_b
-    assert (a - b).abs()[both].mean() < 1e-3
+    # same pixels shaded the same, apart from a few at edges where coverage rules differ
+    differs = ((a - b).abs().amax(-1) > 0.01)[both].float().mean()
+    assert differs < 0.01
 
 
 def test_textured_render_close_to_the_double():
