@@ -345,6 +345,18 @@ def main(argv: list[str] | None = None) -> int:
           + ("; CPU DRY RUN through the test double: no number here measures nvdiffrast." if args.test_double else ""),
           "", "Command: `python -m benchmarks nvdiffrast " + " ".join(argv or sys.argv[1:]) + "`", ""]
     t_start = time.perf_counter()
+    # throughput first: it is short, and a time limit on the optimisation runs must not starve it
+    if not args.no_throughput:
+        md += ["## Throughput", ""]
+        try:
+            rows = throughput(args.device, ops, args.quick)
+            report["throughput"] = rows
+            md += throughput_table(rows)
+        except Exception as e:  # report it and go on to the optimisation runs
+            import traceback
+            traceback.print_exc()
+            report["throughput_error"] = f"{type(e).__name__}: {e}"
+            md += [f"**Throughput failed:** {type(e).__name__}: {e}", ""]
     skipped: list[str] = []
     failures: list[str] = []
     if not args.throughput_only:
@@ -383,11 +395,6 @@ def main(argv: list[str] | None = None) -> int:
         if failures:
             report["failures"] = failures
             md += ["**Failed runs:**", ""] + [f"- {f}" for f in failures] + [""]
-    if not args.no_throughput:
-        md += ["## Throughput", ""]
-        rows = throughput(args.device, ops, args.quick)
-        report["throughput"] = rows
-        md += throughput_table(rows)
     md += [f"Total wall time {time.perf_counter() - t_start:.0f} s."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -151,8 +151,9 @@ step cpu-tests 90 "$PY" -m pytest -q -p no:cacheprovider -x --timeout 60 tests/t
 # -- 5. benchmark ----------------------------------------------------------------------------
 BENCH="$OUT/benchmark"
 if [ $CUDA -eq 1 ]; then
-  REST=$(left); TL=$(( REST - 90 )); [ $TL -gt 200 ] && TL=200; [ $TL -lt 30 ] && TL=30
-  step benchmark $(( TL + 80 )) "$PY" -m benchmarks nvdiffrast -- --quick --seeds 5 --time-limit "$TL" --out "$BENCH"
+  # throughput runs first (about a minute), then the optimisation runs share what is left
+  LIMIT=$(( $(left) - 15 )); TL=$(( LIMIT - 100 )); [ $TL -gt 200 ] && TL=200; [ $TL -lt 30 ] && TL=30
+  step benchmark "$LIMIT" "$PY" -m benchmarks nvdiffrast -- --quick --seeds 5 --time-limit "$TL" --out "$BENCH"
 else
   step benchmark 300 "$PY" -m benchmarks nvdiffrast -- --test-double --seeds 1 --tasks pose \
     --methods analytic,cma --time-limit 60 --out "$BENCH"
