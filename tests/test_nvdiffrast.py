@@ -45,7 +45,8 @@ POSE = [{"name": "pos", "translate": "box", "axes": "xy", "low": -1, "high": 1, 
 
 def make(sc=None, params=None, **kw):
     kw.setdefault("resolution", RES)
-    return NvdiffrastRenderer(sc or scene(), params or POSE, device="cpu", ops=ReferenceOps(), **kw)
+    kw.setdefault("ops", ReferenceOps())
+    return NvdiffrastRenderer(sc or scene(), params or POSE, device="cpu", **kw)
 
 
 def mask(img):  # pixels not showing the blue background
@@ -427,3 +428,42 @@ def test_scene_file_resolves_mesh_and_texture_paths_next_to_it(tmp_path, monkeyp
     (tmp_path / "scene.toml").write_text('[[objects]]\nid = "box"\nmesh = "box.ply"\ncolor = [1, 0, 0]\n')
     r = make(str(tmp_path / "scene.toml"))
     assert r.geometry.num_triangles == 12
+
+
+def test_the_seam_calls_nvdiffrast_with_its_own_signatures():
+    """Without CUDA the real ops cannot run; their arguments can still be bound to nvdiffrast's
+    functions, so a renamed or misspelt keyword fails here and not first on a GPU."""
+    import inspect
+    from types import SimpleNamespace
+    dr = pytest.importorskip("nvdiffrast.torch")
+    seen = []
+
+    def checked(name, result):
+        sig = inspect.signature(getattr(dr, name))
+
+        def call(*args, **kwargs):
+            sig.bind(*args, **kwargs)
+            seen.append(name)
+            return result(*args, **kwargs)
+        return call
+    ops = object.__new__(backend.NvdiffrastOps)
+    ops._topology = (None, None)
+    ops.ctx = object()
+
+    def rast(ctx, pos, tri, resolution, **kw):
+        return torch.zeros(pos.shape[0], *resolution, 4), torch.zeros(pos.shape[0], *resolution, 4)
+
+    def interp(attr, rast, tri, rast_db=None, diff_attrs=None):
+        c = attr.shape[-1]
+        return torch.zeros(*rast.shape[:3], c) + 0 * attr.sum(), torch.zeros(*rast.shape[:3], 2 * c)
+    ops.dr = SimpleNamespace(
+        rasterize=checked("rasterize", rast),
+        interpolate=checked("interpolate", interp),
+        texture=checked("texture", lambda tex, uv, *a, **kw: torch.ones(*uv.shape[:3], tex.shape[-1])),
+        antialias=checked("antialias", lambda color, *a, **kw: color),
+        antialias_construct_topology_hash=checked("antialias_construct_topology_hash", lambda *a: "hash"))
+    r = make(ops=ops)
+    theta = torch.zeros(2, 2, requires_grad=True)
+    r.render(theta)
+    assert seen == ["rasterize", "interpolate", "interpolate", "texture", "antialias_construct_topology_hash",
+                    "antialias"]
