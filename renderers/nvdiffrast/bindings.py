@@ -52,6 +52,7 @@ class Binding:
     uniform: bool = False
     start: int = 0
     stop: int = 0
+    cache: dict[Any, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -310,18 +311,21 @@ class SceneBindings:
             if b.target == "camera":
                 cols = list(b.axes)
                 if b.kind == "translate":
-                    state.cam_origin = state.cam_origin.index_add(1, torch.tensor(cols, device=dev), v)
+                    state.cam_origin = _add_cols(state.cam_origin, cols, v)
                 else:
                     state.cam_origin = _set_cols(state.cam_origin, cols, v)
                 continue
             o, obj = scene.objects[index[b.target]], objects[index[b.target]]
             if b.kind == "translate":
-                obj.translate = obj.translate.index_add(1, torch.tensor(b.axes, device=dev), v)
+                obj.translate = _add_cols(obj.translate, b.axes, v)
             elif b.kind == "position":
-                center = o.center.to(dev)[b.axes]
+                center = torch.stack([o.center[a] for a in b.axes]).to(dev)
                 obj.translate = _set_cols(obj.translate, b.axes, v - center)
             elif b.kind == "rotate":
-                obj.rotation = axis_angle(torch.tensor(b.axis, device=dev), v[:, 0]) @ obj.rotation
+                axis = b.cache.get(dev)
+                if axis is None:  # made once per device: no host-to-device copy per render
+                    axis = b.cache[dev] = torch.tensor(b.axis, device=dev)
+                obj.rotation = axis_angle(axis, v[:, 0]) @ obj.rotation
             elif b.kind == "scale":
                 if b.uniform:
                     obj.scale = obj.scale * v[:, :1]
@@ -364,9 +368,19 @@ class SceneBindings:
 
 
 def _set_cols(x: torch.Tensor, cols: Sequence[int], v: torch.Tensor) -> torch.Tensor:
-    out = x.clone()
-    out[:, list(cols)] = v
-    return out
+    """``x`` ``[B,3]`` with columns ``cols`` replaced by ``v``; column slices only, no index tensors
+    (which would be copied to the GPU on every render)."""
+    out = list(x.unbind(1))
+    for j, a in enumerate(cols):
+        out[a] = v[:, j]
+    return torch.stack(out, 1)
+
+
+def _add_cols(x: torch.Tensor, cols: Sequence[int], v: torch.Tensor) -> torch.Tensor:
+    out = list(x.unbind(1))
+    for j, a in enumerate(cols):
+        out[a] = out[a] + v[:, j]
+    return torch.stack(out, 1)
 
 
 def declaration_fields() -> Sequence[str]:

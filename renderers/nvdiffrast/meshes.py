@@ -46,11 +46,9 @@ class Mesh:
             raise ConfigError(f"mesh {self.name!r} has no triangles")
         if int(self.faces.min()) < 0 or int(self.faces.max()) >= self.vertices.shape[0]:
             raise ConfigError(f"mesh {self.name!r}: a face indexes a vertex that does not exist")
+        # centre of the bounding box: transforms rotate and scale about it
 
-    @property
-    def center(self) -> torch.Tensor:
-        """Centre of the bounding box: transforms rotate and scale about it."""
-        return (self.vertices.min(0).values + self.vertices.max(0).values) / 2
+        self.center = (self.vertices.min(0).values + self.vertices.max(0).values) / 2
 
 
 def cube(size: float = 1.0) -> Mesh:

@@ -125,6 +125,7 @@ class NvdiffrastRenderer(Renderer):
         # The rasterizer last: a scene or parameter mistake is reported even where CUDA is missing.
         self.ops: RasterOps = ops if ops is not None else NvdiffrastOps(device)
         self.device = torch.device(device)
+        self.scene.to(self.device)
         self.geometry = _Geometry(self.scene, self.device)
         self.textured = [k for k, o in enumerate(self.scene.objects) if o.texture is not None]
 
@@ -169,7 +170,7 @@ class NvdiffrastRenderer(Renderer):
                 base = g.vertices[i]
                 i += 1
                 pts = base.unsqueeze(0) + o_state.offsets if o_state.offsets is not None else base
-                m = model_matrix(o_state.translate, o_state.rotation, o_state.scale, center.to(self.device))
+                m = model_matrix(o_state.translate, o_state.rotation, o_state.scale, center)
                 w = transform_points(m, pts)[..., :3]
                 if o_state.mesh_index is not None:
                     chosen = (o_state.mesh_index == a)[:, None, None]

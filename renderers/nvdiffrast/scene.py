@@ -83,6 +83,22 @@ class Scene:
     base_dir: Path | None = None
     ids: dict[str, Any] = field(default_factory=dict)
 
+    def to(self, device: torch.device) -> "Scene":
+        """Move every tensor to ``device`` once, so a render copies nothing from the host."""
+        cam = self.camera
+        cam.origin, cam.target, cam.up = (t.to(device) for t in (cam.origin, cam.target, cam.up))
+        for o in self.objects:
+            for name in ("translate", "rotate", "scale", "color", "specular"):
+                setattr(o, name, getattr(o, name).to(device))
+            if o.texture is not None:
+                o.texture = o.texture.to(device)
+            for m in o.meshes:
+                m.center = m.center.to(device)
+        for light in self.lights:
+            light.vector, light.color = light.vector.to(device), light.color.to(device)
+        self.ambient, self.background = self.ambient.to(device), self.background.to(device)
+        return self
+
     def object(self, oid: str, who: str) -> SceneObject:
         for o in self.objects:
             if o.id == oid:
