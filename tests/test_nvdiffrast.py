@@ -467,3 +467,18 @@ def test_the_seam_calls_nvdiffrast_with_its_own_signatures():
     r.render(theta)
     assert seen == ["rasterize", "interpolate", "interpolate", "texture", "antialias_construct_topology_hash",
                     "antialias"]
+
+
+def test_static_objects_and_camera_are_cached_and_still_right():
+    sc = scene(objects=[{"id": "box", "mesh": "cube", "color": [1.0, 0.2, 0.1], "scale": 0.6},
+                        {"id": "ball", "mesh": {"type": "sphere", "segments": 8}, "translate": [1.2, 0.0, 0.0],
+                         "scale": 0.8, "color": [0.2, 1.0, 0.1]}])
+    r = make(sc, POSE, resolution=32)
+    first = r.render(torch.tensor([[-0.5, 0.0]]))
+    assert r._static_world and r._camera is not None          # the ball and the camera were cached
+    again = r.render(torch.tensor([[0.5, 0.0], [-0.5, 0.0], [0.0, 0.3]]))
+    assert torch.allclose(again[1], first[0], atol=1e-6)      # same θ, same image, at another batch size
+    fresh = make(sc, POSE, resolution=32).render(torch.tensor([[0.5, 0.0]]))
+    assert torch.allclose(again[0], fresh[0], atol=1e-6)
+    green = lambda img: (img[..., 1] > 0.5) & (img[..., 0] < 0.5)  # noqa: E731
+    assert green(first[0]).sum() > 10 and torch.equal(green(again[2]), green(first[0]))

@@ -125,6 +125,11 @@ class SceneBindings:
             self.bindings.append(b)
         self.space = ParamSpace([b.param for b in self.bindings])
         self.mesh_choice = {b.target for b in self.bindings if b.kind == "mesh"}
+        # What θ can change: everything else is computed once per device and reused (fewer GPU
+        # kernel launches per render; the renderer caches static vertices and the camera too).
+        self.moving = {b.target for b in self.bindings if b.kind != "key" and b.target != "camera"}
+        self.camera_moves = any(b.target == "camera" or b.target.startswith("camera.") for b in self.bindings)
+        self._rotations: dict[Any, list[torch.Tensor]] = {}
 
     # -- parsing ---------------------------------------------------------------------------------
     def _parse(self, n: int, decl: dict[str, Any]) -> Binding:
@@ -286,10 +291,12 @@ class SceneBindings:
         def rows(v: torch.Tensor) -> torch.Tensor:
             return v.to(dev, torch.float32).reshape(1, -1).expand(bsz, -1)
 
+        if dev not in self._rotations:
+            self._rotations[dev] = [euler_xyz(o.rotate.to(dev, torch.float32).reshape(1, 3)) for o in scene.objects]
         objects: list[ObjectState] = []
-        for o in scene.objects:
+        for o, rot in zip(scene.objects, self._rotations[dev]):
             objects.append(ObjectState(
-                translate=rows(o.translate), rotation=euler_xyz(rows(o.rotate)), scale=rows(o.scale),
+                translate=rows(o.translate), rotation=rot.expand(bsz, 3, 3), scale=rows(o.scale),
                 color=rows(o.color), specular=rows(o.specular),
                 shininess=torch.full((bsz,), o.shininess, device=dev),
                 texture=o.texture.to(dev, torch.float32).unsqueeze(0) if o.texture is not None else None,

@@ -128,6 +128,9 @@ class NvdiffrastRenderer(Renderer):
         self.scene.to(self.device)
         self.geometry = _Geometry(self.scene, self.device)
         self.textured = [k for k, o in enumerate(self.scene.objects) if o.texture is not None]
+        self._static_world: dict[int, torch.Tensor] = {}   # mesh index → [1, V, 3], objects θ does not move
+        self._camera: torch.Tensor | None = None           # [1, 4, 4] projection · view, if θ does not change it
+        self._static_normals: torch.Tensor | None = None
 
     # -- the Renderer interface -----------------------------------------------------------------
     @classmethod
@@ -161,27 +164,42 @@ class NvdiffrastRenderer(Renderer):
 
     # -- the pipeline ---------------------------------------------------------------------------
     def clip_vertices(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
-        """World-space ``[B,V,3]`` and clip-space ``[B,V,4]`` vertices of the whole scene."""
+        """World-space ``[B,V,3]`` and clip-space ``[B,V,4]`` vertices of the whole scene.
+
+        Objects no parameter moves, and the camera when no parameter changes it, are transformed
+        once and reused: fewer kernel launches per render, which is what small batches pay for.
+        """
         g = self.geometry
+        bsz = state.cam_origin.shape[0]
         world = []
         i = 0
-        for k, o_state in enumerate(state.objects):
+        for k, (obj, o_state) in enumerate(zip(self.scene.objects, state.objects)):
+            static = obj.id not in self.bindings.moving
             for a, (_start, _stop, center) in enumerate(g.ranges[k]):
                 base = g.vertices[i]
                 i += 1
+                if static and i - 1 in self._static_world:
+                    world.append(self._static_world[i - 1].expand(bsz, -1, -1))
+                    continue
                 pts = base.unsqueeze(0) + o_state.offsets if o_state.offsets is not None else base
                 m = model_matrix(o_state.translate, o_state.rotation, o_state.scale, center)
                 w = transform_points(m, pts)[..., :3]
                 if o_state.mesh_index is not None:
                     chosen = (o_state.mesh_index == a)[:, None, None]
                     w = torch.where(chosen, w, w[:, :1].detach().expand_as(w))  # collapse: zero-area triangles
+                if static:
+                    self._static_world[i - 1] = w[:1].detach()
                 world.append(w)
-        world_v = torch.cat(world, 1)
-        aspect = self.width / self.height
-        view = look_at(state.cam_origin, state.cam_target, state.cam_up)
-        proj = perspective(state.fov, aspect, self.scene.camera.near, self.scene.camera.far)
-        clip = transform_points(proj @ view, world_v)
-        return world_v, clip
+        world_v = torch.cat(world, 1) if len(world) > 1 else world[0]
+        if self.bindings.camera_moves or self._camera is None:
+            view = look_at(state.cam_origin, state.cam_target, state.cam_up)
+            proj = perspective(state.fov, self.width / self.height, self.scene.camera.near, self.scene.camera.far)
+            pv = proj @ view
+            if not self.bindings.camera_moves:
+                self._camera = pv[:1].detach()
+        else:
+            pv = self._camera.expand(bsz, 4, 4)
+        return world_v, transform_points(pv, world_v)
 
     def _render(self, theta: torch.Tensor) -> torch.Tensor:
         g, ops = self.geometry, self.ops
@@ -190,16 +208,22 @@ class NvdiffrastRenderer(Renderer):
         world, clip = self.clip_vertices(state)
         textured = bool(self.textured)
         rast, rast_db = ops.rasterize(clip, g.tri, (h, w), textured and self.max_mip_level != 0)
-        normals = vertex_normals(world, g.tri)
+        if self.bindings.moving:
+            normals = vertex_normals(world, g.tri)
+        else:  # nothing moves: the normals are the scene's
+            if self._static_normals is None:
+                self._static_normals = vertex_normals(world[:1].detach(), g.tri)
+            normals = self._static_normals.expand(bsz, -1, -1)
         attrs, _ = ops.interpolate(torch.cat([world, normals], -1), rast, g.tri)
         pos, nrm = attrs[..., :3], attrs[..., 3:6]
         tid = rast[..., 3].long() - 1
         covered = (tid >= 0).unsqueeze(-1)
         obj_px = g.tri_obj[tid.clamp_min(0)]
         objs = state.objects
-        albedo = gather_per_pixel(torch.stack([o.color for o in objs], 1), obj_px)
-        specular = gather_per_pixel(torch.stack([o.specular for o in objs], 1), obj_px)
-        shininess = gather_per_pixel(torch.stack([o.shininess for o in objs], 1)[..., None], obj_px)
+        # one gather for every material value: [B, K, 3 + 3 + 1] → per pixel
+        material = torch.stack([torch.cat([o.color, o.specular, o.shininess[:, None]], 1) for o in objs], 1)
+        mat_px = gather_per_pixel(material, obj_px)
+        albedo, specular, shininess = mat_px[..., :3], mat_px[..., 3:6], mat_px[..., 6:7]
         if textured:
             mip = self.max_mip_level != 0
             uv, uv_da = ops.interpolate(g.uvs.unsqueeze(0), rast, g.tri, rast_db=rast_db if mip else None,
