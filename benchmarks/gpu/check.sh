@@ -184,7 +184,7 @@ REPORT="$OUT/gpu-check.md"
     echo "### $n (end of log)"
     echo
     echo '```'
-    tail -n 25 "$LOGS/$n.log"
+    tail -n 25 "$LOGS/$n.log"; echo
     echo '```'
     echo
   done
@@ -195,7 +195,7 @@ REPORT="$OUT/gpu-check.md"
       echo "### $n"
       echo
       echo '```'
-      [ -f "$LOGS/$n.log" ] && tail -n 40 "$LOGS/$n.log"
+      if [ -f "$LOGS/$n.log" ]; then tail -n 40 "$LOGS/$n.log"; echo; else echo "(no log: the step did not start)"; fi
       echo '```'
       echo
     done
