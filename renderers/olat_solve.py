@@ -112,6 +112,10 @@ def solve(basis: OlatBasis | OlatRenderer, target: torch.Tensor | np.ndarray, *,
                           f"{b.width}x{b.height}; render or resize the target to the basis resolution")
     if not bool(torch.isfinite(tgt).all()):
         raise ConfigError("olat solve: the target contains NaN/inf pixels")
+    try:  # imported before any work (a clear error) and before the clock starts
+        import scipy.optimize  # noqa: F401
+    except ImportError:
+        raise ConfigError("olat solve needs scipy: pip install 'rendergrad[olat]'") from None
     t0 = time.perf_counter()
     residual = tgt - b.base if b.base is not None else tgt
     g, r, _ = gram(b.images.float(), residual.float())
