@@ -86,6 +86,11 @@ def addon_run(tmp_path_factory):
             "panel_context": bpy.types.RENDERGRAD_PT_olat.bl_context,
             "panel_space": bpy.types.RENDERGRAD_PT_olat.bl_space_type,
             "apply_options": sorted(bpy.types.RENDERGRAD_OT_olat_apply.bl_options)}}
+    try:   # the panel's default folder is relative to the .blend file, which was never saved
+        bpy.ops.rendergrad.olat_capture()
+        OUT["unsaved"] = "no error"
+    except RuntimeError as e:
+        OUT["unsaved"] = str(e)
     OUT["capture"] = list(bpy.ops.rendergrad.olat_capture(directory={str(tmp / "cap")!r}))
     for o in bpy.data.objects:
         o.select_set(o.name == "Key")
@@ -126,6 +131,7 @@ def test_addon_zip_installs_and_registers(addon_run):
     assert out["panel_space"] == "PROPERTIES" and out["panel_context"] == "render"
     assert out["apply_options"] == ["REGISTER", "UNDO"]
     assert "multipliers file not found" in out["bad"] and "nope.json" in out["bad"]
+    assert "not saved yet" in out["unsaved"] and "//olat/" in out["unsaved"]
 
 
 def test_capture_writes_a_linear_basis(addon_run):

@@ -147,9 +147,11 @@ def capture_basis(context, directory: str, objects=None, report=None) -> dict:
     if not objects:
         raise OlatError("no lights to capture: the scene has no light objects visible to the render "
                         "(or none selected with 'Selected lights only')")
-    directory = bpy.path.abspath(directory or "//olat")
-    if not directory:
-        raise OlatError("set an output folder (the file is unsaved, so '//' has no meaning)")
+    directory = directory or "//olat/"
+    if directory.startswith("//") and not bpy.data.filepath:
+        raise OlatError(f"the basis folder {directory!r} is relative to the .blend file, which is not saved "
+                        "yet: save the file or choose an absolute folder")
+    directory = bpy.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     names = [safe_name(o.name) for o in objects]
     if len(set(names)) != len(names):
