@@ -19,8 +19,6 @@ The add-on needs only Blender (its bundled numpy); rendergrad itself does not ha
 installed in Blender's Python.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import os
