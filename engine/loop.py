@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .callbacks import Callback, ProgressBar
+from .callbacks import Callback, CallbackList, ProgressBar, resolve_callbacks
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError, IncompatiblePluginsError, RendergradError
 from .evaluation import BatchEvaluator
@@ -107,7 +107,7 @@ def optimize(
     target_loss: float | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback | str] | CallbackList = (),
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
@@ -206,11 +206,14 @@ def optimize(
             "best_loss": best["loss"], "best_u": best["u"], "best_step": best["step"],
         })
 
-    cbs = list(callbacks)
+    cbs = resolve_callbacks(callbacks, reg)
     if progress:
         cbs.append(ProgressBar(total=steps, initial=start_step))
-    for cb in cbs:
-        cb.on_start(space=space, target=target, evaluator=evaluator)
+    settings = {**fingerprint, "params": ", ".join(space.names), "lr": lr, "steps": steps,
+                "lr_decay": lr_decay, "max_renders": max_renders,
+                **{f"estimator.{k}": v for k, v in (estimator_options or {}).items()}}
+    cbs.on_start(space=space, target=target, evaluator=evaluator, u=u.detach().clone(), start_step=start_step,
+                 total_steps=steps, history=history, settings=settings)
 
     t0 = time.perf_counter()
     stopped = "steps"
@@ -259,8 +262,9 @@ def optimize(
                 since_best = 0
             else:
                 since_best += 1
-            for cb in cbs:
-                cb.on_step(record=record, u=u.detach(), evaluator=evaluator)
+            cbs.on_step(record=record, u=u.detach(), evaluator=evaluator, step=step,
+                        elapsed_s=elapsed_before + time.perf_counter() - t0,
+                        lr=float(opt.param_groups[0]["lr"]), best_loss=float(best["loss"]))
             if checkpoint_every and (step + 1) % checkpoint_every == 0:
                 checkpoint(step + 1, t0)
             if target_loss is not None and loss <= target_loss:
@@ -271,13 +275,12 @@ def optimize(
                 break
         else:
             step = steps
-    except BaseException:
+    except BaseException as exc:
         # Keep the progress of every completed step; the failing step is re-run on resume with
         # the random state it started with. Renders it spent stay counted.
         done = history[-1]["step"] + 1 if history else start_step
         checkpoint(done, t0, step_start_rng if done == step else None)
-        for cb in cbs:
-            cb.on_end(result=None)
+        cbs.on_end(result=None, error=exc)
         if close:
             renderer.close()
         raise
@@ -302,6 +305,5 @@ def optimize(
         u=u_final, steps=len(history), stopped=stopped, render_seconds=evaluator.render_seconds,
         extra_renders=evaluator.extra_renders, final_image=final_image, target_image=target,
     )
-    for cb in cbs:
-        cb.on_end(result=result)
+    cbs.on_end(result=result, error=None)
     return result

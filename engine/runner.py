@@ -1,8 +1,9 @@
 """``rendergrad run``: a validated config → :func:`optimize` → the output folder.
 
 Output folder layout (stable, documented in ARCHITECTURE):
-``result.json``, ``final.png``, ``target.png``, ``convergence.png``, ``run.log``, ``config.json``
-(the resolved config, used by ``--resume``), ``checkpoint/`` and optional ``snapshots/``.
+``result.json``, ``final.png``, ``target.png``, ``start.png``, ``convergence.png``, ``report.html``,
+``status.json``, ``run.log``, ``config.json`` (the resolved config, used by ``--resume``),
+``checkpoint/`` and optional ``snapshots/``, ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .callbacks import Snapshots
+from .callbacks import Snapshots, StartImage, resolve_callbacks
 from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
 from .loop import Result, optimize
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
+from .report import write_report
+from .runs import write_status
 
 CONFIG_NAME = "config.json"
 
@@ -47,8 +50,12 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None) -> Result:
-    """Run a validated config, writing everything into ``out``."""
+               registry: Registry | None = None, echo: Callable[[str], None] | None = None) -> Result:
+    """Run a validated config, writing everything into ``out``.
+
+    ``echo`` receives the lines callbacks want a person to see before the run starts (the
+    ``tensorboard --logdir`` line); they also go to ``run.log``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = validate(cfg)
@@ -60,7 +67,14 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
-    callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    snapshots = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    callbacks = resolve_callbacks([*cfg["callbacks"], *snapshots, StartImage(out / "start.png")], reg,
+                                  context={"run_dir": out})
+    for line in callbacks.announcements():
+        log.info(line)
+        if echo is not None:
+            echo(line)
+    write_status(out, "running", resumed=resume)
     try:
         result = optimize(
             cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"],
@@ -74,8 +88,14 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
             resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
         )
+    except KeyboardInterrupt:
+        write_status(out, "interrupted")
+        _report(out, log)
+        raise
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
+        write_status(out, "failed", error=f"{type(e).__name__}: {e}")
+        _report(out, log)
         raise
     write_outputs(out, result)
     log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
@@ -91,6 +111,16 @@ def write_outputs(out: Path, result: Result) -> None:
         save_png(out / "target.png", result.target_image)
     convergence_plot(out / "convergence.png", {result.estimator: result.history},
                      title=f"{result.renderer} / {result.estimator}")
+    write_status(out, "finished", stopped=result.stopped)
+    write_report(out)
+
+
+def _report(out: Path, log: logging.Logger) -> None:
+    """The report of a run that did not finish; never hides the error that stopped it."""
+    try:
+        write_report(out)
+    except Exception as e:  # pragma: no cover - a broken folder must not mask the run's error
+        log.error("could not write %s: %s: %s", out / "report.html", type(e).__name__, e)
 
 
 def resume_dir(out: str | Path, *, progress: bool = True, registry: Registry | None = None) -> Result:
