@@ -36,7 +36,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bott
 figure{margin:0}figure img{width:240px;height:auto;image-rendering:pixelated;border:1px solid #ccd2dc;display:block;
  background:#000}
 figcaption{text-align:center;color:#5b6475;font-size:13px;margin-top:4px}
-.plot img{max-width:100%;border:1px solid #e5e8ee}
+.plot img{max-width:100%;border:1px solid #e5e8ee}.row{display:flex;gap:28px;flex-wrap:wrap;align-items:flex-start}.row>div:first-child{flex:0 1 540px}.row>div:last-child{flex:1 1 340px;min-width:0}
 table{border-collapse:collapse;margin:4px 0}th,td{padding:3px 10px;border-bottom:1px solid #eceff3;text-align:left;
  vertical-align:top}th{background:#f5f7fa;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace}pre{margin:0;white-space:pre-wrap;max-width:720px}
@@ -81,7 +81,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v and len(json.dumps(v, default=str)) > 60:
+        if isinstance(v, Mapping) and v and (not prefix or len(json.dumps(v, default=str)) > 60):
             out += _flatten(v, key + ".")
         else:
             out.append((key, v))
@@ -142,8 +142,13 @@ def build_report(run_dir: str | Path) -> str:
     renderer, estimator = res.get("renderer") or "?", res.get("estimator") or "?"
     objective = (cfg.get("objective") or {}).get("name", "")
 
-    buf = io.BytesIO()
-    convergence_plot(buf, {estimator: history}, best=True, title=f"{renderer} / {estimator}")
+    plot = run_dir / "convergence.png"
+    if d["finished"] and plot.exists():  # drawn from this same history by the runner
+        plot_png = plot.read_bytes()
+    else:
+        buf = io.BytesIO()
+        convergence_plot(buf, {estimator: history}, best=True, title=f"{renderer} / {estimator}")
+        plot_png = buf.getvalue()
     best = res.get("best_loss")
     if best is None and history:
         best = min(h["loss"] for h in history)
@@ -160,7 +165,7 @@ def build_report(run_dir: str | Path) -> str:
         ("renders", _esc(_num(res.get("evaluations")))
          + " <span class=sub>spent by the optimization</span>"),
         ("extra renders", _esc(_num(res.get("extra_renders")))
-         + " <span class=sub>target, start, snapshots, final image</span>"),
+         + " <span class=sub>target, start and final images, snapshots, previews</span>"),
         ("wall time", f"{_esc(_num(res.get('wall_time_s')))} s"),
         ("time rendering", f"{_esc(_num(res.get('render_seconds')))} s"),
     ]
@@ -171,9 +176,9 @@ def build_report(run_dir: str | Path) -> str:
         f"<p class=sub>{_esc(renderer)} · {_esc(objective)} · {_esc(estimator)} — "
         f"<span class='status {_esc(status)}'>{_esc(status)}</span></p>",
         "<h2>Images</h2>", _images(run_dir),
-        "<h2>Convergence</h2>",
-        f'<div class=plot><img src="{data_uri(buf.getvalue())}" alt="convergence: loss against renders"></div>',
-        "<h2>Summary</h2>", _kv_table(summary),
+        "<div class=row><div><h2>Convergence</h2>",
+        f'<div class=plot><img src="{data_uri(plot_png)}" alt="convergence: loss against renders"></div></div>',
+        "<div><h2>Summary</h2>", _kv_table(summary), "</div></div>",
         "<h2>Parameters</h2>", _params_table(history, res, target_params),
     ]
     for key, title in (("workers", "Workers"), ("executor", "Executor")):

@@ -109,7 +109,7 @@ def write_outputs(out: Path, result: Result) -> None:
         save_png(out / "final.png", result.final_image)
     if result.target_image is not None and result.target_image.ndim == 3:
         save_png(out / "target.png", result.target_image)
-    convergence_plot(out / "convergence.png", {result.estimator: result.history},
+    convergence_plot(out / "convergence.png", {result.estimator: result.history}, best=True,
                      title=f"{result.renderer} / {result.estimator}")
     write_status(out, "finished", stopped=result.stopped)
     write_report(out)
