@@ -40,7 +40,7 @@ figcaption{text-align:center;color:#5b6475;font-size:13px;margin-top:4px}
 table{border-collapse:collapse;margin:4px 0}th,td{padding:3px 10px;border-bottom:1px solid #eceff3;text-align:left;
  vertical-align:top}th{background:#f5f7fa;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace}pre{margin:0;white-space:pre-wrap;max-width:720px}
-.err{color:#8a1c1c}.kv td:first-child{color:#5b6475}
+.err{color:#8a1c1c}.kv td:first-child{color:#5b6475;white-space:nowrap}
 footer{margin-top:32px;color:#8a93a3;font-size:12px}
 """
 
