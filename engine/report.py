@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .plotting import convergence_plot
-from .runs import load_run, param_error
+from .runs import load_run, param_error, target_params as run_target_params
 
 REPORT_NAME = "report.html"
 IMAGES = (("target", "target.png"), ("start", "start.png"), ("final", "final.png"))
@@ -138,7 +138,7 @@ def build_report(run_dir: str | Path) -> str:
     cfg, res, st = d["config"], d["result"], d["status"]
     history = res.get("history") or []
     status = st.get("status", "?")
-    target_params = (cfg.get("target") or {}).get("params")
+    target_params = run_target_params(cfg, res)
     renderer, estimator = res.get("renderer") or "?", res.get("estimator") or "?"
     objective = (cfg.get("objective") or {}).get("name", "")
 

@@ -150,6 +150,16 @@ def param_error(params: dict[str, Any] | None, target: dict[str, Any] | None) ->
     return math.dist(a, b) if a else None
 
 
+def target_params(cfg: dict[str, Any], result: dict[str, Any]) -> dict[str, Any] | None:
+    """The target parameters of a run: ``[target] params``, plus the values of the parameters it
+    left at their defaults when the result records them (``target_defaults``)."""
+    given = (cfg.get("target") or {}).get("params")
+    if not given:
+        return None
+    defaults = {k: v for k, v in (result.get("target_defaults") or {}).items() if _flat(v) is not None}
+    return {**defaults, **given}
+
+
 def _flat(v: Any) -> list[float] | None:
     if isinstance(v, bool):
         return [float(v)]
@@ -195,7 +205,7 @@ def summarize(run_dir: str | Path, root: str | Path | None = None) -> RunRecord:
     run_dir = Path(run_dir)
     d = load_run(run_dir)
     cfg, res, st = d["config"], d["result"], d["status"]
-    target = cfg.get("target", {}).get("params")
+    target = target_params(cfg, res)
     hist = res.get("history") or []
     best = res.get("best_loss")
     if best is None and hist:

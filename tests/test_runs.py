@@ -65,3 +65,12 @@ def test_compare_draws_every_run_in_one_plot(run_folders, tmp_path, capsys):
         assert im.size[0] > 400 and len(colours) > 50  # lines, labels, legend
     assert main(["compare", str(tmp_path / "nope")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_target_parameters_include_the_defaults_a_partial_target_left():
+    from rendergrad.runs import param_error, target_params
+    cfg = {"target": {"params": {"x": 0.7}}}
+    res = {"target_defaults": {"y": 0.5, "tex": "(vector)"}, "params": {"x": 0.6, "y": 0.5, "tex": [0.1] * 20}}
+    assert target_params(cfg, res) == {"x": 0.7, "y": 0.5}
+    assert param_error(res["params"], target_params(cfg, res)) == pytest.approx(0.1)
+    assert target_params({"target": {"image": "t.png"}}, res) is None
