@@ -19,6 +19,7 @@ from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
 from .loop import Result, optimize
+from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
 from .report import write_report
@@ -50,9 +51,11 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None, echo: Callable[[str], None] | None = None) -> Result:
+               registry: Registry | None = None, external: bool = False,
+               echo: Callable[[str], None] | None = None) -> Result | None:
     """Run a validated config, writing everything into ``out``.
 
+    ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
     ``echo`` receives the lines callbacks want a person to see before the run starts (the
     ``tensorboard --logdir`` line); they also go to ``run.log``.
     """
@@ -68,6 +71,22 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
     snapshots = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    kw = dict(
+            renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
+            estimator_options=cfg["estimator"]["options"], target=target,
+            target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
+            optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
+            lr_decay=o.get("lr_decay"),
+            seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
+            patience=o.get("patience"), min_delta=float(o["min_delta"]),
+            checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
+            max_batch=o.get("max_batch"), registry=reg,
+    )
+    names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
+    if external:
+        start_external(names, kw, out, log)
+        write_status(out, "running", external=True)  # images come from outside: no process to watch
+        return None
     callbacks = resolve_callbacks([*cfg["callbacks"], *snapshots, StartImage(out / "start.png")], reg,
                                   context={"run_dir": out})
     for line in callbacks.announcements():
@@ -76,18 +95,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             echo(line)
     write_status(out, "running", resumed=resume)
     try:
-        result = optimize(
-            cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"],
-            renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
-            estimator_options=cfg["estimator"]["options"], target=target,
-            target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
-            optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
-            lr_decay=o.get("lr_decay"),
-            seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
-            patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
-            progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
-            resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
-        )
+        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True)
     except KeyboardInterrupt:
         write_status(out, "interrupted")
         _report(out, log)
@@ -101,6 +109,17 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
              result.wall_time_s, result.stopped)
     return result
+
+
+def start_external(names: tuple[str, str, str], kw: dict[str, Any], out: Path, log: logging.Logger) -> None:
+    """Save a run whose images come from outside; nothing is rendered but the target."""
+    if kw["target"] is None and kw["target_params"] is not None \
+            and not kw["registry"].info("renderer", names[0]).available:
+        raise ConfigError(f"renderer {names[0]!r} is unavailable here, so it cannot render the target; "
+                          "give [target] image = FILE for an external run")
+    with Optimization(*names, **kw, external=True) as opt:
+        opt.save(out / "checkpoint")
+    log.info("external run set up in %s: use rendergrad ask/tell", out)
 
 
 def write_outputs(out: Path, result: Result) -> None:

@@ -72,7 +72,7 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
         if (run_dir / "result.json").exists():
             return {"status": "finished"}
         return {"status": "interrupted", "note": "no status.json and no result.json"}
-    if st.get("status") == "running" and st.get("host") == socket.gethostname() \
+    if st.get("status") == "running" and not st.get("external") and st.get("host") == socket.gethostname() \
             and isinstance(st.get("pid"), int) and not _alive(st["pid"]):
         st = {**st, "status": "interrupted", "note": "its process ended without recording why (killed?)"}
     return st

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,20 @@ def _hparam(v: Any) -> Any:
     if isinstance(v, (bool, str)) or (isinstance(v, numbers.Real) and math.isfinite(float(v))):
         return v
     return None if v is None else str(v)
+
+
+def _wait_for_a_later_second(logdir: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name starts with the second
+    its file was created. A session started within the same second as an earlier file could sort
+    before it, so its purge of the earlier session's orphaned steps would be read first and lost:
+    wait (at most a second) until the new file's name sorts last."""
+    newest = None
+    for p in logdir.glob("events.out.tfevents.*"):
+        part = p.name.split(".")[3] if p.name.count(".") >= 4 else ""
+        if part.isdigit():
+            newest = max(newest or 0, int(part))
+    while newest is not None and int(time.time()) <= newest:
+        time.sleep(0.05)
 
 
 class TensorBoard(Callback):
@@ -87,6 +102,8 @@ class TensorBoard(Callback):
                  settings: dict[str, Any] | None = None, run_dir: str | Path | None = None, **kw: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
         d = self._dir(run_dir)
+        if d is not None and d.is_dir():
+            _wait_for_a_later_second(d)
         # purge_step: whatever an interrupted session logged at or after the step this session
         # continues from is dropped, so a resumed run's curves have no duplicate steps.
         self.writer = SummaryWriter(log_dir=str(d) if d is not None else None,

@@ -125,3 +125,16 @@ def test_bad_option_and_unavailable_reason():
     with pytest.raises(rg.ConfigError, match="tensorboard: every must be an integer >= 0"):
         TensorBoard(every=-1)
     assert TensorBoard.available() == (True, "")
+
+
+def test_a_session_started_in_the_same_second_as_an_earlier_file_sorts_after_it(tmp_path):
+    """TensorBoard reads event files in name order; names begin with the creation second."""
+    import time
+    d = tmp_path / "tb"
+    d.mkdir()
+    earlier = f"events.out.tfevents.{int(time.time())}.zzzz.99999.0"  # sorts after this host's name
+    (d / earlier).write_bytes(b"")
+    tb = TensorBoard(logdir=str(d))
+    tb.on_start(start_step=0)
+    tb.on_end()
+    assert sorted(p.name for p in d.iterdir())[-1] != earlier
