@@ -56,6 +56,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "params": {
         "init": ((dict,), "initial values overriding the renderer's defaults"),
     },
+    "executor": {
+        "name": ((str,), "where renders run: local (this process), processes, ray (see docs/executors.md)"),
+        "options": ((dict,), "keyword arguments for the executor, e.g. { workers = 4 }"),
+    },
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -66,6 +70,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "optimizer": {"name": "adam", "lr": 0.01, "steps": 100, "seed": 0, "options": {},
                   "min_delta": 0.0, "checkpoint_every": 0, "snapshot_every": 0},
     "params": {"init": {}},
+    "executor": {"name": "local", "options": {}},
 }
 
 

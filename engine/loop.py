@@ -19,6 +19,7 @@ from .callbacks import Callback, ProgressBar
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError, IncompatiblePluginsError, RendergradError
 from .evaluation import BatchEvaluator
+from .executors import Executor, RendererRecipe, resolve_executor
 from .interfaces import GradientEstimator, Objective, Renderer, StepContext
 from .registry import Registry, registry as default_registry
 
@@ -55,6 +56,7 @@ class Result:
     final_image: torch.Tensor | None = None
     target_image: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,7 +64,7 @@ class Result:
             "wall_time_s": self.wall_time_s, "renderer": self.renderer, "estimator": self.estimator,
             "history": self.history, "best_params": self.best_params, "best_loss": self.best_loss,
             "steps": self.steps, "stopped": self.stopped, "render_seconds": self.render_seconds,
-            "extra_renders": self.extra_renders,
+            "extra_renders": self.extra_renders, "executor": self.executor,
         }
 
 
@@ -113,6 +115,8 @@ def optimize(
     checkpoint_every: int = 0,
     resume: bool = False,
     max_batch: int | None = None,
+    executor: Executor | str = "local",
+    executor_options: Mapping[str, Any] | None = None,
     final_render: bool = True,
     close: bool = False,
     registry: Registry | None = None,
@@ -130,8 +134,14 @@ def optimize(
     reaches ``target_loss``, or it has not improved by ``min_delta`` for ``patience`` steps.
     With ``checkpoint_dir`` the full state is saved every ``checkpoint_every`` steps, at the
     end, and when the run fails; ``resume=True`` continues from it bit-identically.
+
+    ``executor`` (a plugin name with ``executor_options``, or an instance) decides where renders
+    run: ``"local"`` (this process), ``"processes"``, ``"ray"``; results are the same with any.
+    One made from a name is stopped when the run ends, however it ends.
     """
     reg = registry or default_registry()
+    recipe = (RendererRecipe(renderer, reg.get("renderer", renderer), dict(renderer_options or {}))
+              if isinstance(renderer, str) else None)
     renderer = _resolve(reg, "renderer", renderer, renderer_options)
     objective = _resolve(reg, "objective", objective, objective_options)
     estimator = _resolve(reg, "estimator", estimator, estimator_options)
@@ -147,15 +157,27 @@ def optimize(
     if lr_decay is not None and not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
         raise ConfigError(f"lr_decay is the final learning rate as a fraction of lr, in (0, 1]; got {lr_decay!r}")
 
+    executor, owns_executor = resolve_executor(executor, executor_options, reg)
+    if executor.forward_only and getattr(estimator, "requires_differentiable", False):
+        raise IncompatiblePluginsError(
+            f"estimator {estimator.name!r} needs gradients through the renderer, which executor "
+            f"{executor.name!r} cannot carry back; use executor \"local\" or a black-box estimator")
+
     space = renderer.parameter_space()
     u0 = space.to_unit(space.flatten(init or {}, what="init"))
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
-    evaluator = BatchEvaluator(renderer, objective, space, None, max_batch=max_batch)
+    executor.start(renderer, recipe)
+    evaluator = BatchEvaluator(renderer, objective, space, None, max_batch=max_batch, executor=executor)
     if target is None and target_params is not None:
         theta_t = space.flatten(target_params, what="target.params")
-        target = evaluator.preview(theta_t.unsqueeze(0))[0].detach()
+        try:
+            target = evaluator.preview(theta_t.unsqueeze(0))[0].detach()
+        except BaseException:
+            if owns_executor:
+                executor.close()
+            raise
     if target is not None:
         target = torch.as_tensor(target)
         if not target.is_floating_point():
@@ -183,6 +205,7 @@ def optimize(
         opt.load_state_dict(st["optimizer"])
         estimator.load_state_dict(st["estimator"])
         renderer.load_state_dict(st["renderer"])
+        evaluator.load_state_dict(st.get("evaluator", {}))
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         start_step, history = st["step"], st["history"]
@@ -195,13 +218,14 @@ def optimize(
     def checkpoint(step: int, t0: float, rng: tuple | None = None) -> None:
         if ckpt_dir is None:
             return
-        gen_state, torch_state, renderer_state = rng or (gen.get_state(), torch.get_rng_state(),
-                                                         renderer.state_dict())
+        gen_state, torch_state, renderer_state, evaluator_state = rng or (
+            gen.get_state(), torch.get_rng_state(), renderer.state_dict(), evaluator.state_dict())
         save_checkpoint(ckpt_dir, {
             "fingerprint": fingerprint, "step": step, "u": u.detach().clone(),
             "optimizer": opt.state_dict(), "estimator": estimator.state_dict(),
             "renderer": renderer_state, "generator": gen_state,
             "torch_rng": torch_state, "history": history, "renders": evaluator.renders,
+            "evaluator": evaluator_state,
             "render_seconds": evaluator.render_seconds, "extra_renders": evaluator.extra_renders, "elapsed": elapsed_before + time.perf_counter() - t0,
             "best_loss": best["loss"], "best_u": best["u"], "best_step": best["step"],
         })
@@ -223,7 +247,8 @@ def optimize(
                 stopped = "max_renders"
                 break
             if ckpt_dir is not None:  # only needed to re-run this step exactly after a failure
-                step_start_rng = (gen.get_state(), torch.get_rng_state(), renderer.state_dict())
+                step_start_rng = (gen.get_state(), torch.get_rng_state(), renderer.state_dict(),
+                                  evaluator.state_dict())
             ctx = StepContext(step=step, total_steps=steps, generator=gen, max_renders=max_renders)
             u_now = u.detach().clone()
             est = estimator.estimate(evaluator, u_now, ctx)
@@ -280,6 +305,8 @@ def optimize(
             cb.on_end(result=None)
         if close:
             renderer.close()
+        if owns_executor:
+            executor.close()
         raise
     wall = elapsed_before + time.perf_counter() - t0
     checkpoint(step, t0)
@@ -294,6 +321,8 @@ def optimize(
     finally:
         if close:
             renderer.close()
+        if owns_executor:
+            executor.close()
 
     result = Result(
         params=space.decode(theta_final), best_params=space.decode(space.to_theta(best["u"])),
@@ -301,6 +330,7 @@ def optimize(
         renderer=renderer.name, estimator=estimator.name, history=history, theta=theta_final,
         u=u_final, steps=len(history), stopped=stopped, render_seconds=evaluator.render_seconds,
         extra_renders=evaluator.extra_renders, final_image=final_image, target_image=target,
+        executor=executor.summary(),
     )
     for cb in cbs:
         cb.on_end(result=result)

@@ -56,6 +56,8 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
     reg = registry or default_registry()
+    for h in log.handlers:
+        logging.getLogger("rendergrad.executor").addHandler(h)
     o = cfg["optimizer"]
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     if target is None and "params" not in cfg["target"]:
@@ -73,10 +75,14 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
             progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
             resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
+            executor=cfg["executor"]["name"], executor_options=cfg["executor"]["options"],
         )
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
         raise
+    finally:
+        for h in log.handlers:  # worker restarts and their reasons went to run.log too
+            logging.getLogger("rendergrad.executor").removeHandler(h)
     write_outputs(out, result)
     log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
              result.wall_time_s, result.stopped)
