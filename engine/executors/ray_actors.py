@@ -75,9 +75,8 @@ class RayExecutor(Pool):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("ray") is None:  # not imported here: Ray takes a second to import
             return False, "needs Ray: pip install 'rendergrad[ray]'"
         return True, ""
 
