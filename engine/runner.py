@@ -18,6 +18,7 @@ from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
 from .loop import Result, optimize
+from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
 
@@ -47,8 +48,11 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None) -> Result:
-    """Run a validated config, writing everything into ``out``."""
+               registry: Registry | None = None, external: bool = False) -> Result | None:
+    """Run a validated config, writing everything into ``out``.
+
+    ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = validate(cfg)
@@ -56,37 +60,51 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
     reg = registry or default_registry()
-    for h in log.handlers:
-        logging.getLogger("rendergrad.executor").addHandler(h)
     o = cfg["optimizer"]
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
     callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
-    try:
-        result = optimize(
-            cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"],
+    kw = dict(
             renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
             estimator_options=cfg["estimator"]["options"], target=target,
             target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
             optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
             lr_decay=o.get("lr_decay"),
             seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
-            patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
-            progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
-            resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
-            executor=cfg["executor"]["name"], executor_options=cfg["executor"]["options"],
-        )
+            patience=o.get("patience"), min_delta=float(o["min_delta"]),
+            checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
+            max_batch=o.get("max_batch"), registry=reg,
+    )
+    names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
+    if external:
+        return start_external(names, kw, out, log)
+    for h in log.handlers:  # worker restarts and their reasons go to run.log too
+        logging.getLogger("rendergrad.executor").addHandler(h)
+    try:
+        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True,
+                          executor=cfg["executor"]["name"], executor_options=cfg["executor"]["options"])
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
         raise
     finally:
-        for h in log.handlers:  # worker restarts and their reasons went to run.log too
+        for h in log.handlers:
             logging.getLogger("rendergrad.executor").removeHandler(h)
     write_outputs(out, result)
     log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
              result.wall_time_s, result.stopped)
     return result
+
+
+def start_external(names: tuple[str, str, str], kw: dict[str, Any], out: Path, log: logging.Logger) -> None:
+    """Save a run whose images come from outside; nothing is rendered but the target."""
+    if kw["target"] is None and kw["target_params"] is not None \
+            and not kw["registry"].info("renderer", names[0]).available:
+        raise ConfigError(f"renderer {names[0]!r} is unavailable here, so it cannot render the target; "
+                          "give [target] image = FILE for an external run")
+    with Optimization(*names, **kw, external=True) as opt:
+        opt.save(out / "checkpoint")
+    log.info("external run set up in %s: use rendergrad ask/tell", out)
 
 
 def write_outputs(out: Path, result: Result) -> None:

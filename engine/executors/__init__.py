@@ -26,4 +26,13 @@ def resolve_executor(executor: Any, options: Mapping[str, Any] | None, registry:
     return executor, False
 
 
-__all__ = ["Executor", "RenderTask", "RendererRecipe", "LocalExecutor", "seek_and_render", "resolve_executor"]
+def check_executor(executor: Executor, estimator: Any) -> None:
+    """An executor that returns plain images cannot serve an estimator that needs their gradients."""
+    from ..errors import IncompatiblePluginsError
+    if executor.forward_only and getattr(estimator, "requires_differentiable", False):
+        raise IncompatiblePluginsError(
+            f"estimator {estimator.name!r} needs gradients through the renderer, which executor "
+            f"{executor.name!r} cannot carry back; use executor \"local\" or a black-box estimator")
+
+
+__all__ = ["check_executor", "Executor", "RenderTask", "RendererRecipe", "LocalExecutor", "seek_and_render", "resolve_executor"]
