@@ -57,6 +57,7 @@ class Pool(Executor):
         self.state = [STARTING] * self.k
         self.restarts_of = [0] * self.k
         self.pids: list[int | None] = [None] * self.k
+        self._starting_since = [0.0] * self.k
         self.recipe: RendererRecipe | None = None
         self._started = False
 
@@ -178,8 +179,12 @@ class Pool(Executor):
                         continue  # already given up (a constructor that failed on restart)
                     lost = busy.pop(w, None)
                     self._lost(w, lost, str(payload), pieces, attempts, queue)
+            now = time.monotonic()
+            for w in range(self.k):  # a replacement that never finishes building is given up
+                if self.state[w] == STARTING and now - self._starting_since[w] > self.startup_timeout:
+                    self._give_up(w, f"its replacement did not build the renderer within "
+                                     f"startup_timeout={self.startup_timeout:g} s")
             if self.timeout is not None:
-                now = time.monotonic()
                 for w, (key, t0) in list(busy.items()):
                     limit = self.timeout * len(pieces[key][2])
                     if now - t0 > limit:
@@ -215,6 +220,7 @@ class Pool(Executor):
         self.restarts += 1
         self.record(w, "restarted", f"(pid {pid}) {reason}")
         self.state[w] = STARTING
+        self._starting_since[w] = time.monotonic()
         self._spawn(w)
 
     def _give_up(self, w: int, reason: str) -> None:
