@@ -213,7 +213,7 @@ def write_results(path: Path, rows, tput, over, xfer, drv, load, names, ray_star
             lines.append(f"| {ms:g} ms | {'busy (CPU)' if busy else 'wait (elsewhere)'} | " + " | ".join(cells) + " |")
     lines += ["", "Target: ≥ 0.9·K× at K workers for renders ≥ 50 ms.", "",
               "## Overhead on 1 ms renders (64² images)", "",
-              "| executor | extra ms per image, one task per batch | extra ms per task (chunk_size = 1) | ms per MiB of image moved back |",
+              "| executor | extra ms per image, one task per batch | extra ms per task (chunk_size = 1) | ms per MiB of image moved back and checked |",
               "|---|---:|---:|---:|"]
     for n in names:
         lines.append(f"| {n} | {over[(n, None)]:.3f} | {over[(n, 1)]:.3f} | {xfer[n]:.2f} |")
@@ -242,7 +242,7 @@ def scaling_model(over, xfer, drv, names) -> list[str]:
              "    T(K) = m·r + K·o_task + K·m·S·c + K·m·d",
              "",
              "o_task: driver cost per task (table above, chunk_size = 1); S: image size in MiB; c: ms per MiB "
-             "moved back; d: driver-side objective + estimator time per image (measured at 64²; it grows with "
+             "moved back and checked by the evaluator (512² against 64², an upper bound on the transfer); d: driver-side objective + estimator time per image (measured at 64²; it grows with "
              "the pixel count for pixel losses). Efficiency = m·r / T(K). Shown for r = 200 ms, m = 2 images per "
              "worker per step, 256² RGB float32 images (0.75 MiB), d as measured. Negative measured overheads "
              "(noise larger than the cost) count as 0.", ""]
@@ -261,12 +261,12 @@ def scaling_model(over, xfer, drv, names) -> list[str]:
                          f"{'the renders' if m * r >= sum(parts.values()) * 4 else worst} |")
         lines.append("")
     lines += ["What to change at each scale:", "",
-              "* **8 workers**: nothing; the renders dominate. Use one chunk per worker (the default) so the "
-              "per-task cost is paid once per worker per step.",
-              "* **64 workers**: the driver's serial share (collecting images, scoring them) reaches a few percent "
-              "to tens of percent of a step: give each worker more images per step (larger batches, `samples`), "
-              "keep images small (render at the resolution the objective needs), and prefer `ray` over one "
-              "driver-side pipe per worker.",
+              "* **8 workers**: the driver's serial share (taking every image back, checking and scoring it) is "
+              "already visible at 256²: keep one task per worker per step (the default chunking) and render at "
+              "the resolution the objective needs; at 64² images the renders dominate.",
+              "* **64 workers**: the serial share exceeds the renders: give each worker more images per step "
+              "(larger batches, `samples`) so the render time grows with the work, shrink images, and move the "
+              "scoring next to the renders.",
               "* **512 workers**: one driver cannot take every image back and score it within a render's time: "
               "score in the workers (return the loss, not the image), keep the target in Ray's object store, "
               "and submit with several in-flight tasks per actor; past that, run several optimizations (seeds, "
