@@ -44,7 +44,7 @@ def _reap(procs: list) -> None:
 
 
 class ProcessExecutor(Pool):
-    """K spawned worker processes on this machine, each building its renderer once and keeping it."""
+    """K fresh worker processes on this machine, each building its renderer once and keeping it."""
 
     name = "processes"
 
