@@ -219,3 +219,18 @@ def test_mitsuba_forward_renders_match_across_processes():
     a = common.render(theta[:2]).numpy()
     common.seek(99, 4)   # same batch: the same noise, whatever the index
     assert abs(common.render(theta[1:2]).numpy()[0] - a[1]).max() < 1e-5
+
+
+def test_a_worker_past_max_restarts_is_given_up_and_the_rest_carry_on():
+    with ProcessExecutor(2, max_restarts=0) as ex:
+        renderer = ep.NoisyDisc()
+        ex.start(renderer, RendererRecipe("noisy_disc", ep.NoisyDisc, {}))
+        os.kill(ex.worker_pids()[0], signal.SIGKILL)
+        theta = torch.rand(6, 2) * 0.5 + 0.2
+        got = ex.render([RenderTask(theta, 0, 0)])[0]
+        renderer.seek(0, 0)
+        assert (got == renderer.render(theta).numpy()).all()
+        assert ex.summary()["given_up"] == [0] and ex.restarts == 0
+        assert "max_restarts=0 reached" in ex.events[0]["reason"]
+        got = ex.render([RenderTask(theta, 6, 1)])[0]   # later batches: the live worker only
+        assert got.shape[0] == 6 and ex.renders_per_worker[0] == 0
