@@ -59,11 +59,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "params": {
         "init": ((dict,), "initial values overriding the renderer's defaults"),
     },
-<<<<<<< HEAD
     "executor": {
         "name": ((str,), "where renders run: local (this process), processes, ray (see docs/executors.md)"),
         "options": ((dict,), "keyword arguments for the executor, e.g. { workers = 4 }"),
-=======
+    },
     "meta": {
         "inner_steps": ((int,), "plain gradient steps per task in the inner loop (and at inference)"),
         "order": ((str,), "\"first\" (any estimator) or \"second\" (through the inner loop; differentiable renderer)"),
@@ -77,7 +76,6 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "seed": ((int,), "seed of task sampling, batches and estimator noise"),
         "checkpoint_every": ((int,), "save a resumable checkpoint every N outer steps"),
         "eval_every": ((int,), "evaluate on the held-out tasks every N outer steps (0: 10 times per run)"),
->>>>>>> main
     },
 }
 
@@ -89,13 +87,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "optimizer": {"name": "adam", "lr": 0.01, "steps": 100, "seed": 0, "options": {},
                   "min_delta": 0.0, "checkpoint_every": 0, "snapshot_every": 0},
     "params": {"init": {}},
-<<<<<<< HEAD
     "executor": {"name": "local", "options": {}},
-=======
     "meta": {"inner_steps": 10, "order": "first", "tasks": 32, "test_tasks": 8, "tasks_per_batch": 4,
              "outer_steps": 100, "meta_lr": 0.01, "meta_lr_decay": 0.1, "step_size": 0, "seed": 0,
              "checkpoint_every": 10, "eval_every": 0},
->>>>>>> main
 }
 
 

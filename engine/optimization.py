@@ -69,15 +69,12 @@ class Optimization:
                  callbacks: Sequence[Callback] = (), progress: bool = False,
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                  max_batch: int | None = None, external: bool = False, registry: Registry | None = None,
-<<<<<<< HEAD
-                 executor: Any = "local", executor_options: Mapping[str, Any] | None = None):
-=======
+                 executor: Any = "local", executor_options: Mapping[str, Any] | None = None,
                  meta: Any = None):
         if meta is not None:  # learned start and per-coordinate steps replace init and the optimizer
             from .meta import load_meta
             meta = load_meta(meta)
             optimizer, lr, optimizer_options = "meta-sgd", 1.0, None
->>>>>>> main
         settings = dict(locals())
         self.settings = {k: settings[k] for k in SETTINGS}
         self.names = {k: settings[k] if isinstance(settings[k], str) else None
