@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .color import linear_to_srgb, srgb_to_linear  # noqa: F401  (re-exported: the one sRGB transfer)
 from .errors import ConfigError
 
 
@@ -19,15 +20,6 @@ def _np(img: Any) -> np.ndarray:
     if isinstance(img, torch.Tensor):
         img = img.detach().to("cpu", torch.float32).numpy()
     return np.asarray(img, dtype=np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
 def to_display(img: Any, exposure: float = 0.0) -> np.ndarray:
