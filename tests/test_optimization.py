@@ -177,3 +177,17 @@ def test_a_renderer_made_by_name_is_closed_at_the_end(toy_scene):
     inst = Closing(**toy_scene)
     rg.optimize(inst, "mse", "spsa", steps=2, registry=reg, target_params={"x": 0.5, "y": 0.5})
     assert Closing.closed == 1  # an instance belongs to the caller
+
+
+def test_the_ask_tell_guide_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ask-tell.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "docs/ask-tell.md", "exec"), scope)
+    ref = rg.optimize("toy", "mse", "prdpt", renderer_options={"mode": "hard", "resolution": 32},
+                      target_params={"x": 0.7, "y": 0.3}, lr=0.02, steps=20, seed=0,
+                      estimator_options={"center": True}, final_render=False)
+    assert scope["result"].params == ref.params and scope["result"].evaluations == ref.evaluations == 60
