@@ -191,3 +191,18 @@ def test_the_ask_tell_guide_example_runs(tmp_path, monkeypatch):
                       target_params={"x": 0.7, "y": 0.3}, lr=0.02, steps=20, seed=0,
                       estimator_options={"center": True}, final_render=False)
     assert scope["result"].params == ref.params and scope["result"].evaluations == ref.evaluations == 60
+
+
+@pytest.mark.parametrize("value", [{"height": 12, "width": 20}, [12, 20]])
+def test_resolution_is_height_width_everywhere(value, toy_scene):
+    from rendergrad.resolution import parse_resolution
+    assert parse_resolution(value, "x") == (12, 20)
+    img = ToyRenderer(**{**toy_scene, "resolution": value}).render(torch.tensor([[0.5, 0.5]]))
+    assert img.shape == (1, 12, 20, 3)
+
+
+@pytest.mark.parametrize("bad", [{"height": 12}, {"h": 1, "w": 2}, [0, 4], "64", [1.5, 2]])
+def test_bad_resolutions_say_what_to_give(bad):
+    from rendergrad.resolution import parse_resolution
+    with pytest.raises(rg.ConfigError, match=r"toy renderer: resolution.*\[height, width\]"):
+        parse_resolution(bad, "toy renderer")

@@ -52,9 +52,7 @@ class BlenderServer(Server):
             raise ConfigError(f"blender: engine {engine!r} is not one of {', '.join(ENGINES)}")
         if channels not in (3, 4):
             raise ConfigError("blender: channels must be 3 (RGB) or 4 (RGBA)")
-        w, h = (resolution, resolution) if isinstance(resolution, int) else (int(resolution[0]), int(resolution[1]))
-        if w < 1 or h < 1:
-            raise ConfigError("blender: resolution must be positive (an int or [width, height])")
+        h, w = parse_resolution(resolution, "blender")
         if not params:
             raise ConfigError("blender: declare at least one parameter, e.g. params = [{name = \"z\", "
                               "path = 'objects[\"Sphere\"].location[2]', low = 0, high = 2}]")

@@ -21,6 +21,7 @@ import torch
 
 from rendergrad import Renderer
 from rendergrad.errors import ConfigError
+from rendergrad.resolution import parse_resolution
 from rendergrad.params import ParamSpace
 
 from .backend import activate, availability, choose_variant, import_mitsuba
@@ -33,17 +34,7 @@ DIFF_INTEGRATORS = ("prb_projective", "direct_projective", "prb", "prb_basic", "
 
 
 def _resolution(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        h = w = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        h, w = (int(v) for v in value)
-    else:
-        raise ConfigError(f"mitsuba renderer: resolution must be an int or [height, width], got {value!r}")
-    if h < 1 or w < 1:
-        raise ConfigError("mitsuba renderer: resolution must be positive")
-    return int(h), int(w)
+    return None if value is None else parse_resolution(value, "mitsuba renderer")
 
 
 class MitsubaRenderer(Renderer):
@@ -54,7 +45,7 @@ class MitsubaRenderer(Renderer):
 
     def __init__(self, scene: Any, params: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
                  *, scene_args: Mapping[str, Any] | None = None, mode: str = "forward",
-                 variant: str | None = None, resolution: int | Sequence[int] | None = None, spp: int = 16,
+                 variant: str | None = None, resolution: int | Sequence[int] | Mapping[str, int] | None = None, spp: int = 16,
                  spp_grad: int | None = None, integrator: str | Mapping[str, Any] | None = None,
                  max_depth: int | None = None, seed: int = 0, seed_mode: str = "independent",
                  sensor: int = 0, xml_defaults: Mapping[str, Any] | None = None):
