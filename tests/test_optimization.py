@@ -206,3 +206,11 @@ def test_bad_resolutions_say_what_to_give(bad):
     from rendergrad.resolution import parse_resolution
     with pytest.raises(rg.ConfigError, match=r"toy renderer: resolution.*\[height, width\]"):
         parse_resolution(bad, "toy renderer")
+
+
+def test_one_seed_vocabulary_with_the_old_names_as_aliases():
+    from rendergrad.seeds import parse_seed_mode
+    assert [parse_seed_mode(m, "r") for m in ("per_render", "independent", "per_batch", "common", "fixed")] == \
+        ["per_render", "per_render", "per_batch", "per_batch", "fixed"]
+    with pytest.raises(rg.ConfigError, match="r: seed_mode must be one of per_render, per_batch, fixed"):
+        parse_seed_mode("shared", "r")
