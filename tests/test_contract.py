@@ -37,20 +37,36 @@ def _clip(tmp_path):
                                             "mode": "text", "text": "a red disc"})
 
 
+def _bridge(tmp_path):
+    """A real worker process: the dependency-free example server, launched by the client."""
+    import sys
+    from pathlib import Path
+    server = Path(__file__).resolve().parents[1] / "examples" / "bridge" / "minimal_server.py"
+    return REG.create("renderer", "bridge", {"command": [sys.executable, str(server), "{endpoint}", "--size", "8"],
+                                             "workers": 1, "timeout": 60})
+
+
+def _blender(tmp_path):
+    import importlib.util
+    if not importlib.util.find_spec("bpy"):
+        pytest.skip("needs the bpy wheel")
+    from test_blender import PARAMS, SCENE
+    (tmp_path / "scene.py").write_text(SCENE)
+    return REG.create("renderer", "blender", {"scene": str(tmp_path / "scene.py"), "params": PARAMS[:1],
+                                              "resolution": 16, "samples": 1, "workers": 1, "timeout": 120})
+
+
 # Plugins that cannot be made from default options; each needs a real scene, basis or server.
 FACTORIES = {("renderer", "mitsuba"): lambda tmp: _mitsuba(), ("renderer", "olat"): lambda tmp: _olat(),
-             ("objective", "clip"): _clip}
-# Renderers that talk to worker processes: their contract is checked with real workers in
-# test_blender.py / test_bridge_client.py, which take tens of seconds to start.
-WORKERS = {("renderer", "blender"), ("renderer", "bridge")}
+             ("objective", "clip"): _clip, ("renderer", "bridge"): _bridge, ("renderer", "blender"): _blender}
 CHECKS = {"renderer": check_renderer, "objective": check_objective, "estimator": check_estimator}
-EVERY = [(kind, name) for kind in CHECKS for name in REG.names(kind)]
+EVERY = [pytest.param(kind, name, id=f"{kind}-{name}",
+                      marks=[pytest.mark.slow] if (kind, name) == ("renderer", "blender") else [])
+         for kind in CHECKS for name in REG.names(kind)]
 
 
-@pytest.mark.parametrize("kind,name", EVERY, ids=[f"{k}-{n}" for k, n in EVERY])
+@pytest.mark.parametrize("kind,name", EVERY)
 def test_every_registered_plugin_keeps_the_contract(kind, name, tmp_path):
-    if (kind, name) in WORKERS:
-        pytest.skip("worker-backed renderer: checked against real workers in its own test file")
     if not REG.info(kind, name).available:
         pytest.skip(REG.info(kind, name).reason)
     factory = FACTORIES.get((kind, name))

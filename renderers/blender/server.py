@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a file by Blender's --python: make rende
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rendergrad.errors import ConfigError, ParameterError  # noqa: E402
+from rendergrad.resolution import parse_resolution  # noqa: E402
 from rendergrad.renderers.bridge.server import Server  # noqa: E402
 
 from rendergrad.renderers.blender.paths import Binding, PathError, resolve  # noqa: E402
