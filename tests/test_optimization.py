@@ -214,3 +214,14 @@ def test_one_seed_vocabulary_with_the_old_names_as_aliases():
         ["per_render", "per_render", "per_batch", "per_batch", "fixed"]
     with pytest.raises(rg.ConfigError, match="r: seed_mode must be one of per_render, per_batch, fixed"):
         parse_seed_mode("shared", "r")
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_one_exr_writer_and_reader_round_trip(channels, tmp_path):
+    from rendergrad.imageio import load_image, read_exr_layers, save_exr, write_exr_layers
+    img = torch.rand(5, 7, channels)
+    save_exr(tmp_path / "a.exr", img)
+    assert torch.equal(load_image(tmp_path / "a.exr"), img)
+    write_exr_layers(tmp_path / "b.exr", {"key": img[..., :1].expand(5, 7, 3), "fill": img[..., :1].expand(5, 7, 3)})
+    layers = read_exr_layers(tmp_path / "b.exr")
+    assert sorted(layers) == ["fill", "key"] and layers["key"].shape == (5, 7, 3)
