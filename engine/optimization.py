@@ -439,8 +439,10 @@ class Optimization:
             "target": self.target,
         }
 
-    def _saved_settings(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.settings.items()}
+    def _saved_settings(self) -> dict[str, Any] | None:
+        """The settings, if a checkpoint can hold them (plain values only); else None."""
+        settings = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.settings.items()}
+        return settings if _plain(settings) else None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`: the same step, the same pending batch."""
@@ -483,9 +485,10 @@ class Optimization:
         """Re-create a saved run: plugins by name from the saved settings (or pass ``renderer=``,
         ``objective=``, ``estimator=`` instances for plugins that were given as instances)."""
         state = load_checkpoint(directory)
-        if "settings" not in state:
-            raise ConfigError(f"{directory} holds a checkpoint without its settings; resume it with "
-                              "rendergrad run --resume, or save it with Optimization.save")
+        if state.get("settings") is None:
+            raise ConfigError(f"{directory} holds a checkpoint without its settings (options that are not "
+                              "plain numbers, strings, lists or tables cannot be saved); resume it with "
+                              "rg.optimize(..., resume=True) and the same arguments")
         kw = dict(state["settings"])
         for kind in ("renderer", "objective", "estimator"):
             if kind in instances:
@@ -500,3 +503,14 @@ class Optimization:
                   registry=registry, callbacks=callbacks, progress=progress, **kw)
         opt.resume(directory)
         return opt
+
+
+def _plain(value: Any) -> bool:
+    """True for what ``torch.load(weights_only=True)`` reads back: numbers, strings, lists, dicts, tensors."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False

@@ -225,3 +225,15 @@ def test_one_exr_writer_and_reader_round_trip(channels, tmp_path):
     write_exr_layers(tmp_path / "b.exr", {"key": img[..., :1].expand(5, 7, 3), "fill": img[..., :1].expand(5, 7, 3)})
     layers = read_exr_layers(tmp_path / "b.exr")
     assert sorted(layers) == ["fill", "key"] and layers["key"].shape == (5, 7, 3)
+
+
+def test_options_a_checkpoint_cannot_hold_still_resume(toy_scene, tmp_path):
+    kw = dict(renderer_options=toy_scene, target_params={"x": 0.5, "y": 0.5}, steps=4, seed=2,
+              checkpoint_dir=tmp_path, checkpoint_every=2, init={"x": 0.3})
+    full = rg.optimize("toy", "mse", "spsa", **kw)
+    opt = rg.Optimization("toy", "mse", "spsa", **{**kw, "init": {"x": torch.tensor(0.3).numpy()}})  # numpy: not plain
+    opt.save(tmp_path / "odd")
+    with pytest.raises(rg.ConfigError, match="cannot be saved"):
+        rg.Optimization.load(tmp_path / "odd")
+    again = rg.optimize("toy", "mse", "spsa", **kw, resume=True)
+    assert torch.equal(again.u, full.u)
