@@ -14,7 +14,6 @@ rendergrad test suite runs them over every registered plugin.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 
