@@ -62,7 +62,9 @@ def check_renderer(renderer: Renderer, *, batch: int = 3, deterministic: bool = 
         renderer.load_state_dict(copy.deepcopy(state))
         with torch.no_grad():
             again = as_image_batch(renderer.render(theta), batch=batch, who=who)
-        if not torch.equal(again, many):
+        # Close, not equal: a renderer that accumulates samples on several threads (Mitsuba's
+        # LLVM backend) sums in a varying order, which moves the last bits and nothing else.
+        if not torch.allclose(again, many, rtol=1e-4, atol=1e-5):
             _fail(who, "the same theta after load_state_dict(state_dict()) gave different images; put "
                        "every random seed in state_dict(), or pass deterministic=False if the renderer "
                        "cannot be made deterministic")
