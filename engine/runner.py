@@ -48,14 +48,24 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None, external: bool = False) -> Result | None:
+               registry: Registry | None = None, external: bool = False, meta: Any = None) -> Result | None:
     """Run a validated config, writing everything into ``out``.
 
     ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
+    ``meta``: a ``meta-train`` folder or ``meta.json``; it is copied into ``out`` (a resumed run
+    picks it up from there).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = validate(cfg)
+    if "ranges" in cfg["target"] or "images" in cfg["target"]:
+        raise ConfigError("[target] ranges / images describe a family of tasks: learn from it with "
+                          "`rendergrad meta-train FILE --out DIR`; a run needs one target (params or image)")
+    if meta is None and resume and (out / "meta.json").exists():
+        meta = out / "meta.json"
+    if meta is not None and not resume:
+        from .meta import load_meta
+        load_meta(meta).save(out)
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
@@ -76,6 +86,8 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
             max_batch=o.get("max_batch"), registry=reg,
     )
+    if meta is not None:
+        kw["meta"] = meta
     names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
     if external:
         return start_external(names, kw, out, log)

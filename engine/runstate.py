@@ -47,6 +47,8 @@ class RunState:
     def _saved_settings(self) -> dict[str, Any] | None:
         """The settings, if a checkpoint can hold them (plain values only); else None."""
         settings = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.settings.items()}
+        if settings.get("meta") is not None:
+            settings["meta"] = settings["meta"].to_json()
         return settings if _plain(settings) else None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
