@@ -49,6 +49,18 @@ def rendergrad_estimators():
 
 
 @hookspec
+def rendergrad_callbacks():
+    """Return a list of :class:`rendergrad.callbacks.Callback` subclasses this plugin provides.
+
+    Each class needs a unique ``name`` (what a run file's ``[[callbacks]] name`` refers to) and
+    any of ``on_start(**kw)``, ``on_step(*, record, **kw)``, ``on_end(*, result, **kw)``; a hook
+    receives only the keyword arguments it names (or all with ``**kw``). Constructor keyword
+    arguments are the run's ``[[callbacks]] options``. An optional ``announce(run_dir)`` returns
+    a line ``rendergrad run`` prints before the run starts (e.g. how to watch it).
+    """
+
+
+@hookspec
 def rendergrad_add_commands(subparsers):
     """Add subcommands to the ``rendergrad`` command line.
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .callbacks import Callback
+from .callbacks import Callback, CallbackList
 from .errors import ConfigError
 from .interfaces import GradientEstimator, Objective, Renderer
 from .optimization import Optimization
@@ -44,7 +44,7 @@ def optimize(
     target_loss: float | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback | str] | CallbackList = (),
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .asktell import Answer, Batch, BatchError, ReplayLoss, _Pending, batch_id, refuse_id
-from .callbacks import Callback, ProgressBar
+from .callbacks import Callback, CallbackList, ProgressBar, resolve_callbacks
 from .errors import ConfigError, RendergradError
 from .evaluation import BatchEvaluator
 from .interfaces import Estimate, StepContext
@@ -65,7 +65,7 @@ class Optimization(RunState):
                  optimizer: str = "adam", lr: float = 0.01, optimizer_options: Mapping[str, Any] | None = None,
                  lr_decay: float | None = None, steps: int = 100, seed: int = 0, max_renders: int | None = None,
                  target_loss: float | None = None, patience: int | None = None, min_delta: float = 0.0,
-                 callbacks: Sequence[Callback] = (), progress: bool = False,
+                 callbacks: Sequence[Callback | str] | CallbackList = (), progress: bool = False,
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                  max_batch: int | None = None, external: bool = False, registry: Registry | None = None,
                  meta: Any = None):
@@ -79,6 +79,7 @@ class Optimization(RunState):
                       for k in ("renderer", "objective", "estimator")}
         self.owns_renderer = isinstance(renderer, str)
         reg = registry or default_registry()
+        cbs = resolve_callbacks(callbacks, reg)  # names and options fail here, before anything starts
         self.renderer = resolve(reg, "renderer", renderer, renderer_options)
         try:
             self.objective = resolve(reg, "objective", objective, objective_options)
@@ -94,7 +95,7 @@ class Optimization(RunState):
         self.min_delta, self.external = float(min_delta), bool(external)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.checkpoint_every = int(checkpoint_every or 0)
-        self.callbacks, self.progress = list(callbacks), progress
+        self.callbacks, self.progress = cbs, progress
         self._init_state()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -153,8 +154,12 @@ class Optimization(RunState):
         self._started = True
         if self.progress:
             self.callbacks.append(ProgressBar(total=self.steps, initial=self.step))
-        for cb in self.callbacks:
-            cb.on_start(space=self.space, target=self.target, evaluator=self.evaluator)
+        settings = {**self.fingerprint, "params": ", ".join(self.space.names), "lr": self.lr, "steps": self.steps,
+                    "lr_decay": self.lr_decay, "max_renders": self.max_renders,
+                    **{f"estimator.{k}": v for k, v in (self.settings.get("estimator_options") or {}).items()}}
+        self.callbacks.on_start(space=self.space, target=self.target, evaluator=self.evaluator,
+                                u=self.u.detach().clone(), start_step=self.step, total_steps=self.steps,
+                                history=self.history, settings=settings)
 
     # -- ask / tell ------------------------------------------------------------------------
     @property
@@ -329,8 +334,9 @@ class Optimization(RunState):
             self.since_best = 0
         else:
             self.since_best += 1
-        for cb in self.callbacks:
-            cb.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator)
+        self.callbacks.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator, step=self.step,
+                               elapsed_s=self.elapsed(), lr=float(self.opt.param_groups[0]["lr"]),
+                               best_loss=float(self.best["loss"]))
         self.step += 1
         if self.checkpoint_every and self.step % self.checkpoint_every == 0:
             self.checkpoint()
@@ -373,10 +379,9 @@ class Optimization(RunState):
                 self.render_pending()
             while self._may_start_step():
                 self._fast_step()
-        except BaseException:
+        except BaseException as exc:
             self.checkpoint()
-            for cb in self.callbacks:
-                cb.on_end(result=None)
+            self.callbacks.on_end(result=None, error=exc)
             raise
         return self.result(final_render=final_render)
 
@@ -413,8 +418,7 @@ class Optimization(RunState):
             theta=theta_final, u=u_final, steps=len(self.history), stopped=self.stopped,
             render_seconds=ev.render_seconds, extra_renders=ev.extra_renders, final_image=final_image,
             target_image=self.target)
-        for cb in self.callbacks:
-            cb.on_end(result=self._result)
+        self.callbacks.on_end(result=self._result, error=None)
         return self._result
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .callbacks import Callback
 from .errors import PluginNotFoundError, PluginUnavailableError
 from .interfaces import GradientEstimator, Objective, Plugin, Renderer
 
@@ -24,6 +25,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "renderer": ("rendergrad_renderers", Renderer),
     "objective": ("rendergrad_objectives", Objective),
     "estimator": ("rendergrad_estimators", GradientEstimator),
+    "callback": ("rendergrad_callbacks", Callback),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .asktell import Answer
-from .callbacks import Callback
+from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError
 from .registry import Registry
@@ -87,7 +87,8 @@ class RunState:
         self.load_state_dict(load_checkpoint(directory, self.fingerprint))
 
     @classmethod
-    def load(cls, directory: str | Path, *, registry: Registry | None = None, callbacks: Sequence[Callback] = (),
+    def load(cls, directory: str | Path, *, registry: Registry | None = None,
+             callbacks: Sequence[Callback | str] | CallbackList = (),
              progress: bool = False, **instances: Any) -> "Optimization":
         """Re-create a saved run: plugins by name from the saved settings (or pass ``renderer=``,
         ``objective=``, ``estimator=`` instances for plugins that were given as instances)."""
