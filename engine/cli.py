@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("plugins", help="list renderers, objectives and estimators, with availability")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.add_argument("--kind", choices=["renderer", "objective", "estimator", "callback"], help="only this kind")
+    sp.add_argument("--kind", choices=["renderer", "objective", "estimator", "executor", "callback"], help="only this kind")
     sp.set_defaults(func=_cmd_plugins)
 
     sr = sub.add_parser("run", help="run an optimization described by a TOML file",

@@ -59,6 +59,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "params": {
         "init": ((dict,), "initial values overriding the renderer's defaults"),
     },
+    "executor": {
+        "name": ((str,), "where renders run: local (this process), processes, ray (see docs/executors.md)"),
+        "options": ((dict,), "keyword arguments for the executor, e.g. { workers = 4 }"),
+    },
     "meta": {
         "inner_steps": ((int,), "plain gradient steps per task in the inner loop (and at inference)"),
         "order": ((str,), "\"first\" (any estimator) or \"second\" (through the inner loop; differentiable renderer)"),
@@ -89,6 +93,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "optimizer": {"name": "adam", "lr": 0.01, "steps": 100, "seed": 0, "options": {},
                   "min_delta": 0.0, "checkpoint_every": 0, "snapshot_every": 0},
     "params": {"init": {}},
+    "executor": {"name": "local", "options": {}},
     "meta": {"inner_steps": 10, "order": "first", "tasks": 32, "test_tasks": 8, "tasks_per_batch": 4,
              "outer_steps": 100, "meta_lr": 0.01, "meta_lr_decay": 0.1, "step_size": 0, "seed": 0,
              "checkpoint_every": 10, "eval_every": 0},

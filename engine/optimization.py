@@ -36,6 +36,7 @@ from .asktell import Answer, Batch, BatchError, ReplayLoss, _Pending, batch_id, 
 from .callbacks import Callback, CallbackList, ProgressBar, resolve_callbacks
 from .errors import ConfigError, RendergradError
 from .evaluation import BatchEvaluator
+from .executors import RendererRecipe, check_executor, resolve_executor
 from .interfaces import Estimate, StepContext
 from .registry import Registry, registry as default_registry
 from .result import HISTORY_PARAM_MAX_ELEMENTS, Result
@@ -68,6 +69,7 @@ class Optimization(RunState):
                  callbacks: Sequence[Callback | str] | CallbackList = (), progress: bool = False,
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                  max_batch: int | None = None, external: bool = False, registry: Registry | None = None,
+                 executor: Any = "local", executor_options: Mapping[str, Any] | None = None,
                  meta: Any = None):
         if meta is not None:  # learned start and per-coordinate steps replace init and the optimizer
             from .meta import load_meta
@@ -80,12 +82,19 @@ class Optimization(RunState):
         self.owns_renderer = isinstance(renderer, str)
         reg = registry or default_registry()
         cbs = resolve_callbacks(callbacks, reg)  # names and options fail here, before anything starts
+        self.executor, self.owns_executor = None, False
         self.renderer = resolve(reg, "renderer", renderer, renderer_options)
         try:
             self.objective = resolve(reg, "objective", objective, objective_options)
             self.estimator = resolve(reg, "estimator", estimator, estimator_options)
             check_compatible(self.renderer, self.estimator, external=external)
             check_settings(steps, lr, lr_decay)
+            # Where renders run; pools build their own renderers from the plugin name and options.
+            self.executor, self.owns_executor = resolve_executor(executor, executor_options, reg)
+            check_executor(self.executor, self.estimator)
+            recipe = (RendererRecipe(renderer, reg.get("renderer", renderer), dict(renderer_options or {}))
+                      if isinstance(renderer, str) else None)
+            self.executor.start(self.renderer, recipe)
             self._set_up(target, target_params, init)
         except BaseException:
             self.close()
@@ -109,7 +118,8 @@ class Optimization(RunState):
             u0 = s["meta"].u0.clone()
         torch.manual_seed(s["seed"])
         self.gen = torch.Generator().manual_seed(s["seed"])
-        self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"])
+        self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"],
+                                        executor=self.executor)
         if target is None and target_params is not None:
             theta_t = space.flatten(target_params, what="target.params")
             target = self.evaluator.preview(theta_t.unsqueeze(0))[0].detach()
@@ -246,7 +256,7 @@ class Optimization(RunState):
                 "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "renderer": None if deep else self.renderer.state_dict(),
                 "renders": self.evaluator.renders - sum(len(a.losses) for a in self._answers),
-                "replayed": False}
+                "evaluator": self.evaluator.state_dict(), "replayed": False}
 
     def _advance(self, *, next_step: bool = True) -> None:
         """Run steps until a batch is pending or a stop rule ends the run.
@@ -417,12 +427,15 @@ class Optimization(RunState):
             renderer=self.renderer.name, estimator=self.estimator.name, history=self.history,
             theta=theta_final, u=u_final, steps=len(self.history), stopped=self.stopped,
             render_seconds=ev.render_seconds, extra_renders=ev.extra_renders, final_image=final_image,
-            target_image=self.target)
+            target_image=self.target, executor=self.executor.summary())
         self.callbacks.on_end(result=self._result, error=None)
         return self._result
 
     def close(self) -> None:
-        """Close the renderer if this object created it by name."""
+        """Close the renderer, and stop the executor's workers, if this object created them by name."""
+        if self.owns_executor and getattr(self, "executor", None) is not None:
+            self.owns_executor = False
+            self.executor.close()
         if self.owns_renderer and getattr(self, "renderer", None) is not None:
             self.renderer.close()
             self.owns_renderer = False

@@ -106,8 +106,11 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         if echo is not None:
             echo(line)
     write_status(out, "running", resumed=resume)
+    for h in log.handlers:  # worker restarts and their reasons go to run.log too
+        logging.getLogger("rendergrad.executor").addHandler(h)
     try:
-        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True)
+        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True,
+                          executor=cfg["executor"]["name"], executor_options=cfg["executor"]["options"])
     except KeyboardInterrupt:
         write_status(out, "interrupted")
         _report(out, log)
@@ -117,6 +120,9 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         write_status(out, "failed", error=f"{type(e).__name__}: {e}")
         _report(out, log)
         raise
+    finally:
+        for h in log.handlers:
+            logging.getLogger("rendergrad.executor").removeHandler(h)
     write_outputs(out, result)
     log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
              result.wall_time_s, result.stopped)

@@ -39,6 +39,7 @@ class RunState:
             "torch_rng": snap.get("torch_rng", torch.get_rng_state()),
             "history": self.history, "renders": ev.renders, "render_seconds": ev.render_seconds,
             "extra_renders": ev.extra_renders, "elapsed": self.elapsed(),
+            "evaluator": snap.get("evaluator") or ev.state_dict(),
             "best_loss": self.best["loss"], "best_u": self.best["u"], "best_step": self.best["step"],
             "since_best": self.since_best, "answers": [a.to_state() for a in self._answers],
             "target": self.target,
@@ -64,6 +65,7 @@ class RunState:
         self.step, self.history = state["step"], state["history"]
         ev.renders, ev.render_seconds = state["renders"], state["render_seconds"]
         ev.extra_renders = state.get("extra_renders", ev.extra_renders)
+        ev.load_state_dict(state.get("evaluator", {}))
         self._elapsed_before, self._t0 = state["elapsed"], time.perf_counter()
         self.best = {"loss": state["best_loss"], "u": state["best_u"], "step": state["best_step"]}
         self.since_best = state.get("since_best", 0)

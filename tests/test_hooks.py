@@ -14,6 +14,7 @@ import torch
 import rendergrad as rg
 from rendergrad import hookspecs
 from rendergrad.hookspecs import hookimpl
+from rendergrad.executors.local import LocalExecutor
 from rendergrad.registry import KINDS, discover
 
 TESTS = Path(__file__).resolve().parent
@@ -78,6 +79,15 @@ class Sign(rg.GradientEstimator):
         return rg.Estimate(grad=torch.sign(hi - lo).reshape(1).to(u.dtype), loss=float((lo + hi) / 2), renders=2)
 
 
+class Reversed(LocalExecutor):
+    """Renders a batch's chunks last to first, in this process: order must still come back right."""
+    name = "test-reversed"
+
+    def render(self, tasks):
+        self.calls = getattr(self, "calls", 0) + 1
+        return list(reversed(super().render(list(reversed(tasks)))))
+
+
 class Plugin:
     @staticmethod
     @hookimpl
@@ -93,6 +103,11 @@ class Plugin:
     @hookimpl
     def rendergrad_estimators():
         return [Sign]
+
+    @staticmethod
+    @hookimpl
+    def rendergrad_executors():
+        return [Reversed]
 
     @staticmethod
     @hookimpl
@@ -123,6 +138,16 @@ def test_hook_rendergrad_estimators():
     reg = discover(extra_plugins=[Plugin])
     assert reg.get("estimator", "test-sign") is Sign
     assert _run(reg).evaluations == 80
+
+
+def test_hook_rendergrad_executors():
+    reg = discover(extra_plugins=[Plugin])
+    assert reg.get("executor", "test-reversed") is Reversed
+    reference = _run(reg)
+    ex = Reversed()
+    res = rg.optimize("test-dot", "test-abs", "test-sign", target_params={"v": 0.7}, lr=0.05, steps=40,
+                      registry=reg, executor=ex, max_batch=1)
+    assert ex.calls >= 40 and res.params == reference.params and res.evaluations == reference.evaluations
 
 
 def test_hook_rendergrad_add_commands():
