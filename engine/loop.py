@@ -212,6 +212,8 @@ def optimize(
     for cb in cbs:
         cb.on_start(space=space, target=target, evaluator=evaluator)
 
+    caps = {"differentiable": bool(getattr(renderer, "differentiable", False)),  # what estimators may ask
+            "nondifferentiable": tuple(getattr(renderer, "nondifferentiable_parameters", list)())}
     t0 = time.perf_counter()
     stopped = "steps"
     step = start_step
@@ -224,7 +226,7 @@ def optimize(
                 break
             if ckpt_dir is not None:  # only needed to re-run this step exactly after a failure
                 step_start_rng = (gen.get_state(), torch.get_rng_state(), renderer.state_dict())
-            ctx = StepContext(step=step, total_steps=steps, generator=gen, max_renders=max_renders)
+            ctx = StepContext(step=step, total_steps=steps, generator=gen, max_renders=max_renders, **caps)
             u_now = u.detach().clone()
             est = estimator.estimate(evaluator, u_now, ctx)
             grad = torch.as_tensor(est.grad).detach().reshape(-1).to(u.dtype)
@@ -245,7 +247,11 @@ def optimize(
                     done = max(done, evaluator.renders / max_renders)
                 for group in opt.param_groups:
                     group["lr"] = lr * float(lr_decay) ** min(done, 1.0)
-            opt.step()
+            if est.step is None:
+                opt.step()
+            else:  # the estimator sized the step itself
+                with torch.no_grad():
+                    u.add_(torch.as_tensor(est.step).detach().reshape(-1).to(u.dtype))
             with torch.no_grad():
                 u.clamp_(0.0, 1.0)
             loss = float(est.loss)
