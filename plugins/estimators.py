@@ -24,7 +24,7 @@ class Analytic(GradientEstimator):
         self.allow_nondifferentiable = bool(allow_nondifferentiable)
 
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
-        if ctx.nondifferentiable and not self.allow_nondifferentiable:
+        if ctx is not None and ctx.nondifferentiable and not self.allow_nondifferentiable:
             raise IncompatiblePluginsError(
                 f"analytic: the renderer does not differentiate parameter(s) "
                 f"{', '.join(repr(n) for n in ctx.nondifferentiable)}, so their gradient would be exactly zero "
