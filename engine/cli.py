@@ -3,7 +3,12 @@
     rendergrad plugins [--json]                 what is installed, and why anything is unavailable
     rendergrad run FILE.toml --out DIR          optimize; writes result.json, images, a plot
     rendergrad run --resume DIR                 continue an interrupted run bit-identically
+    rendergrad run FILE.toml --out DIR --external   images come from a farm: then ask / tell
+    rendergrad ask DIR                          write the next batch to render, print its path
+    rendergrad tell DIR --batch F --images D    answer it (or --losses FILE)
     rendergrad demo [--out DIR]                 the plateau task, solved by every estimator
+    rendergrad meta-train FAMILY.toml --out DIR learn a start and step sizes for a family of tasks
+    rendergrad run FILE.toml --meta DIR ...     start from them: a few plain gradient steps
 
 Plugins add their own subcommands through the ``rendergrad_add_commands`` hook.
 """
@@ -64,10 +69,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise RendergradError("run needs a config file and --out DIR (or --resume DIR)")
         cfg = load_config(args.file, args.set or [])
         out = Path(args.out)
-        result = run_config(cfg, out, resume=False, progress=progress)
+        if args.meta and not any(s.split("=", 1)[0].strip() == "optimizer.steps" for s in args.set or []):
+            from .meta import load_meta
+            cfg["optimizer"]["steps"] = load_meta(args.meta).inner_steps  # the steps it was learned for
+        if args.external:
+            run_config(cfg, out, external=True, meta=args.meta)
+            print(f"set up {out} for external renders; next: rendergrad ask {out}")
+            return 0
+        result = run_config(cfg, out, resume=False, progress=progress, meta=args.meta)
     print(f"loss {result.loss:.6g} after {result.evaluations} renders in {result.wall_time_s:.1f}s "
           f"({result.stopped}); params {json.dumps(result.params) if len(json.dumps(result.params)) < 300 else '...'}")
     print(f"wrote {out / 'result.json'}")
+    return 0
+
+
+def _cmd_meta_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .meta.train import meta_train, resume_meta
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume:
+        out = Path(args.resume)
+        learned = resume_meta(out, progress=progress)
+    else:
+        if not args.file or not args.out:
+            raise RendergradError("meta-train needs a family run file and --out DIR (or --resume DIR)")
+        out = Path(args.out)
+        learned = meta_train(load_config(args.file, args.set or []), out, progress=progress)
+    ev = learned.info.get("evaluation") or {}
+    mt = learned.info["meta_training"]
+    print(f"meta-trained {mt['outer_steps']} outer steps on {mt['tasks']} tasks: {mt['renders']} renders "
+          f"in {mt['seconds']:.1f}s; a new task costs {learned.info['inference']['renders_per_task']} renders")
+    if ev:
+        print(f"held-out tasks: loss {ev['loss_before']:.4g} at the learned start, {ev['loss_after']:.4g} after "
+              f"{learned.inner_steps} steps")
+    print(f"wrote {out / 'meta.json'}")
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from .farm import ask
+    path = ask(args.run_dir)
+    print(path if path is not None else f"finished; wrote {Path(args.run_dir) / 'result.json'}")
+    return 0
+
+
+def _cmd_tell(args: argparse.Namespace) -> int:
+    from .farm import tell
+    result = tell(args.run_dir, args.batch, images=args.images, losses=args.losses)
+    if result is not None:
+        print(f"finished ({result.stopped}): loss {result.loss:.6g}; wrote {Path(args.run_dir) / 'result.json'}")
     return 0
 
 
@@ -97,7 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config value, e.g. --set optimizer.lr=0.05 (repeatable; values are TOML)")
     sr.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sr.add_argument("--meta", metavar="META_DIR",
+                    help="start from a meta-train result: learned start and step sizes, its inner_steps steps")
+    sr.add_argument("--external", action="store_true",
+                    help="only set DIR up: images come from outside through `rendergrad ask`/`tell`")
     sr.set_defaults(func=_cmd_run)
+
+    sa = sub.add_parser("ask", help="write the batch an external run needs rendered next; print its path")
+    sa.add_argument("run_dir", help="a folder made by `rendergrad run FILE --out DIR --external`")
+    sa.set_defaults(func=_cmd_ask)
+    st = sub.add_parser("tell", help="answer a batch of an external run with images or losses")
+    st.add_argument("run_dir")
+    st.add_argument("--batch", required=True, help="the batch JSON written by `rendergrad ask`")
+    told = st.add_mutually_exclusive_group(required=True)
+    told.add_argument("--images", help="folder with one EXR/NPY/PNG per candidate, in name order")
+    told.add_argument("--losses", help="JSON list or text file: one loss per candidate")
+    st.set_defaults(func=_cmd_tell)
+
+    sm = sub.add_parser("meta-train", help="learn a starting point and step sizes for a family of tasks",
+                        description="A family run file: [target] ranges or images, and [meta] settings "
+                                    "(see docs/meta.md). Writes META_DIR/meta.json and meta_curve.png.")
+    sm.add_argument("file", nargs="?", help="family run file (TOML)")
+    sm.add_argument("--out", help="output folder (META_DIR)")
+    sm.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    sm.add_argument("--resume", metavar="DIR", help="continue the meta-training in DIR from its checkpoint")
+    sm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sm.set_defaults(func=_cmd_meta_train)
 
     sd = sub.add_parser("demo", help="the plateau task on the toy renderer, solved by every estimator")
     sd.add_argument("--out", default="rendergrad-demo", help="output folder (default: %(default)s)")
@@ -152,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what shell tools report
     except KeyboardInterrupt:
-        hint = (f" Resume with: rendergrad run --resume {args.resume or args.out}"
-                if args.command == "run" else "")
+        hint = (f" Resume with: rendergrad {args.command} --resume {args.resume or args.out}"
+                if args.command in ("run", "meta-train") else "")
         print(f"\nrendergrad: interrupted.{hint}", file=sys.stderr)
         return 130
 

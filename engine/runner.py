@@ -18,6 +18,7 @@ from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
 from .loop import Result, optimize
+from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
 
@@ -47,11 +48,24 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None) -> Result:
-    """Run a validated config, writing everything into ``out``."""
+               registry: Registry | None = None, external: bool = False, meta: Any = None) -> Result | None:
+    """Run a validated config, writing everything into ``out``.
+
+    ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
+    ``meta``: a ``meta-train`` folder or ``meta.json``; it is copied into ``out`` (a resumed run
+    picks it up from there).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = validate(cfg)
+    if "ranges" in cfg["target"] or "images" in cfg["target"]:
+        raise ConfigError("[target] ranges / images describe a family of tasks: learn from it with "
+                          "`rendergrad meta-train FILE --out DIR`; a run needs one target (params or image)")
+    if meta is None and resume and (out / "meta.json").exists():
+        meta = out / "meta.json"
+    if meta is not None and not resume:
+        from .meta import load_meta
+        load_meta(meta).save(out)
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
@@ -61,19 +75,24 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
     callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
-    try:
-        result = optimize(
-            cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"],
+    kw = dict(
             renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
             estimator_options=cfg["estimator"]["options"], target=target,
             target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
             optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
             lr_decay=o.get("lr_decay"),
             seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
-            patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
-            progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
-            resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
-        )
+            patience=o.get("patience"), min_delta=float(o["min_delta"]),
+            checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
+            max_batch=o.get("max_batch"), registry=reg,
+    )
+    if meta is not None:
+        kw["meta"] = meta
+    names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
+    if external:
+        return start_external(names, kw, out, log)
+    try:
+        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True)
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
         raise
@@ -81,6 +100,17 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
              result.wall_time_s, result.stopped)
     return result
+
+
+def start_external(names: tuple[str, str, str], kw: dict[str, Any], out: Path, log: logging.Logger) -> None:
+    """Save a run whose images come from outside; nothing is rendered but the target."""
+    if kw["target"] is None and kw["target_params"] is not None \
+            and not kw["registry"].info("renderer", names[0]).available:
+        raise ConfigError(f"renderer {names[0]!r} is unavailable here, so it cannot render the target; "
+                          "give [target] image = FILE for an external run")
+    with Optimization(*names, **kw, external=True) as opt:
+        opt.save(out / "checkpoint")
+    log.info("external run set up in %s: use rendergrad ask/tell", out)
 
 
 def write_outputs(out: Path, result: Result) -> None:
