@@ -430,6 +430,10 @@ def with_defaults(task: Task) -> Task:
     """The task's per-task settings become ``<method>-tuned``; the plain names run the defaults."""
     tuned = {}
     for name, spec in task.methods.items():
+        opts = spec.get("options", {})
+        if spec.get("estimator") in ("prdpt", "zerograds") and "schedule" not in opts and "points" not in opts:
+            # these settings were made for the annealed schedule, the default when they were chosen
+            spec = dict(spec, options={**opts, "schedule": "paper"})
         tuned[f"{name}-tuned" if name in ("prdpt", "prdpt-is", "zerograds", "cma") else name] = spec
     task.methods = {**default_methods(), **tuned}
     return task
