@@ -1,8 +1,9 @@
 """``rendergrad run``: a validated config → :func:`optimize` → the output folder.
 
 Output folder layout (stable, documented in ARCHITECTURE):
-``result.json``, ``final.png``, ``target.png``, ``convergence.png``, ``run.log``, ``config.json``
-(the resolved config, used by ``--resume``), ``checkpoint/`` and optional ``snapshots/``.
+``result.json``, ``final.png``, ``target.png``, ``start.png``, ``convergence.png``, ``report.html``,
+``status.json``, ``run.log``, ``config.json`` (the resolved config, used by ``--resume``),
+``checkpoint/`` and optional ``snapshots/``, ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .callbacks import Snapshots
+from .callbacks import Snapshots, StartImage, resolve_callbacks
 from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
@@ -21,6 +22,8 @@ from .loop import Result, optimize
 from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
+from .report import write_report
+from .runs import write_status
 
 CONFIG_NAME = "config.json"
 
@@ -48,12 +51,15 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None, external: bool = False, meta: Any = None) -> Result | None:
+               registry: Registry | None = None, external: bool = False, meta: Any = None,
+               echo: Callable[[str], None] | None = None) -> Result | None:
     """Run a validated config, writing everything into ``out``.
 
     ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
     ``meta``: a ``meta-train`` folder or ``meta.json``; it is copied into ``out`` (a resumed run
     picks it up from there).
+    ``echo`` receives the lines callbacks want a person to see before the run starts (the
+    ``tensorboard --logdir`` line); they also go to ``run.log``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +80,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
-    callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    snapshots = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
     kw = dict(
             renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
             estimator_options=cfg["estimator"]["options"], target=target,
@@ -90,12 +96,33 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         kw["meta"] = meta
     names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
     if external:
-        return start_external(names, kw, out, log)
+        start_external(names, kw, out, log)
+        write_status(out, "running", external=True)  # images come from outside: no process to watch
+        return None
+    callbacks = resolve_callbacks([*cfg["callbacks"], *snapshots, StartImage(out / "start.png")], reg,
+                                  context={"run_dir": out})
+    for line in callbacks.announcements():
+        log.info(line)
+        if echo is not None:
+            echo(line)
+    write_status(out, "running", resumed=resume)
+    for h in log.handlers:  # worker restarts and their reasons go to run.log too
+        logging.getLogger("rendergrad.executor").addHandler(h)
     try:
-        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True)
+        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True,
+                          executor=cfg["executor"]["name"], executor_options=cfg["executor"]["options"])
+    except KeyboardInterrupt:
+        write_status(out, "interrupted")
+        _report(out, log)
+        raise
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
+        write_status(out, "failed", error=f"{type(e).__name__}: {e}")
+        _report(out, log)
         raise
+    finally:
+        for h in log.handlers:
+            logging.getLogger("rendergrad.executor").removeHandler(h)
     write_outputs(out, result)
     log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
              result.wall_time_s, result.stopped)
@@ -119,8 +146,18 @@ def write_outputs(out: Path, result: Result) -> None:
         save_png(out / "final.png", result.final_image)
     if result.target_image is not None and result.target_image.ndim == 3:
         save_png(out / "target.png", result.target_image)
-    convergence_plot(out / "convergence.png", {result.estimator: result.history},
+    convergence_plot(out / "convergence.png", {result.estimator: result.history}, best=True,
                      title=f"{result.renderer} / {result.estimator}")
+    write_status(out, "finished", stopped=result.stopped)
+    write_report(out)
+
+
+def _report(out: Path, log: logging.Logger) -> None:
+    """The report of a run that did not finish; never hides the error that stopped it."""
+    try:
+        write_report(out)
+    except Exception as e:  # pragma: no cover - a broken folder must not mask the run's error
+        log.error("could not write %s: %s: %s", out / "report.html", type(e).__name__, e)
 
 
 def resume_dir(out: str | Path, *, progress: bool = True, registry: Registry | None = None) -> Result:
