@@ -158,6 +158,11 @@ class StepContext:
     # The run's render budget, if any: schedules (σ annealing) measure progress against
     # whichever of steps or renders runs out first.
     max_renders: int | None = None
+    # What the renderer can do, so an estimator can choose or refuse a route (e.g. analytic
+    # gradients): whether it is differentiable, and the declared parameters whose derivative
+    # it drops (``Renderer.nondifferentiable_parameters()``, when the renderer has one).
+    differentiable: bool = False
+    nondifferentiable: tuple[str, ...] = ()
 
 
 @dataclass
@@ -173,6 +178,10 @@ class Estimate:
     loss: float
     renders: int
     info: dict[str, Any] = field(default_factory=dict)
+    # The update of ``u`` itself, for estimators that size their own steps from what they
+    # measured (a trust region that follows the smoothing scale): the loop adds it to ``u``
+    # (then clamps) instead of stepping the optimizer. None: the optimizer steps on ``grad``.
+    step: torch.Tensor | None = None
 
 
 class GradientEstimator(Plugin):

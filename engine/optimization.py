@@ -247,8 +247,11 @@ class Optimization(RunState):
 
     # -- a step ----------------------------------------------------------------------------
     def _ctx(self) -> StepContext:
+        if not hasattr(self, "_caps"):  # what estimators may ask about the renderer, asked once
+            self._caps = {"differentiable": bool(getattr(self.renderer, "differentiable", False)),
+                          "nondifferentiable": tuple(getattr(self.renderer, "nondifferentiable_parameters", list)())}
         return StepContext(step=self.step, total_steps=self.steps, generator=self.gen,
-                           max_renders=self.max_renders)
+                           max_renders=self.max_renders, **self._caps)
 
     def _snapshot(self, deep: bool) -> dict[str, Any]:
         """The state a step starts from. ``deep`` copies the estimator's state for replays."""
@@ -317,8 +320,9 @@ class Optimization(RunState):
                 "lower the learning rate or the smoothing scale, or check the objective")
         return grad
 
-    def _apply(self, grad: torch.Tensor) -> None:
-        """The optimizer step on ``u``, with the learning-rate decay, clamped to the bounds."""
+    def _apply(self, grad: torch.Tensor, step: torch.Tensor | None = None) -> None:
+        """The optimizer step on ``u``, with the learning-rate decay, clamped to the bounds; or the
+        estimator's own ``step`` (an estimator that sized its step), clamped too."""
         self.u.grad = grad  # replaces the previous step's gradient; no zero_grad needed
         if self.lr_decay is not None:
             # Geometric decay to lr·lr_decay over the run (steps or render budget, whichever
@@ -328,12 +332,16 @@ class Optimization(RunState):
                 done = max(done, self.evaluator.renders / self.max_renders)
             for group in self.opt.param_groups:
                 group["lr"] = self.lr * float(self.lr_decay) ** min(done, 1.0)
-        self.opt.step()
+        if step is None:
+            self.opt.step()
+        else:
+            with torch.no_grad():
+                self.u.add_(torch.as_tensor(step).detach().reshape(-1).to(self.u.dtype))
         with torch.no_grad():
             self.u.clamp_(0.0, 1.0)
 
     def _complete_step(self, est: Estimate, u_now: torch.Tensor) -> None:
-        self._apply(self._gradient(est, u_now))
+        self._apply(self._gradient(est, u_now), est.step)
         loss = float(est.loss)
         record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders,
                   "params": self.space.decode(self.space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)}
