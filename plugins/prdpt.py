@@ -244,7 +244,7 @@ class PRDPT(GradientEstimator):
             else:
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
-        flat = bool(float(losses.max() - losses.min()) <= 1e-12 * max(float(losses.abs().max()), 1e-300))
+        flat = self.adaptive.is_flat(losses) if self.adaptive is not None else False
         if self.normalize:
             norm = float(torch.linalg.vector_norm(grad))
             grad = grad * (math.sqrt(n) / norm) if norm > 0 and math.isfinite(norm) else torch.zeros_like(grad)

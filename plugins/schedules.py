@@ -113,8 +113,14 @@ class AdaptiveSigma:
       (the smoothed loss still slopes the same way at the scale of the steps) make ``|p|² > 1`` and
       widen σ; directions that flip (stepping back and forth across a minimum narrower than σ)
       make ``|p|² < 1`` and narrow it. ``log σ += (c / damping) · (|p|² − 1) / 2``.
-    * **plateau**: when every sampled loss of a step is equal the samples saw no slope at all,
-      so σ grows by ``plateau_growth`` (the kernel must reach further to find one).
+    * **plateau**: when the sampled losses of a step differ by at most ``flat_tol`` of the loss
+      (relative), the samples saw no slope worth following, so the step is skipped and σ grows by
+      ``plateau_growth`` (the kernel must reach further to find one). Not an exact-equality test:
+      a plateau is rarely exactly flat (a soft edge's blur, a sliver of the frame's border give
+      differences of ~1e-5 of the loss), and a normalised step follows such a residual slope at
+      full speed, away from the target. On a smooth slope the relative spread is about
+      σ·|∇f|/f (≈ 4σ/distance on a quadratic), far above ``flat_tol`` until σ is tiny; near an
+      optimum with a loss floor ``F`` the test bounds σ below by about ``sqrt(flat_tol·F/f'')``.
 
     σ stays in ``[sigma_min, sigma_max]`` (fractions of each parameter's range). Estimators
     scale their gradients by ``σ/σ₀`` so that, under Adam, the step length follows σ: the
@@ -122,7 +128,8 @@ class AdaptiveSigma:
     """
 
     def __init__(self, sigma: float = 0.1, sigma_min: float = 1e-5, sigma_max: float = 0.5,
-                 c: float = 0.2, damping: float = 1.0, plateau_growth: float = 1.2, who: str = "estimator"):
+                 c: float = 0.2, damping: float = 1.0, plateau_growth: float = 1.2, flat_tol: float = 1e-3,
+                 who: str = "estimator"):
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ConfigError(f"{who}: sigma must be a positive number, got {sigma!r}")
         if not (0 < sigma_min <= sigma <= sigma_max):
@@ -131,10 +138,21 @@ class AdaptiveSigma:
         if not (0 < c <= 1) or not damping > 0 or not plateau_growth >= 1:
             raise ConfigError(f"{who}: adaptive schedule needs 0 < c <= 1, damping > 0, plateau_growth >= 1; got "
                               f"c={c}, damping={damping}, plateau_growth={plateau_growth}")
+        if not (0 <= flat_tol < 1):
+            raise ConfigError(f"{who}: adaptive schedule needs 0 <= flat_tol < 1 (relative spread of a step's "
+                              f"losses below which it counts as flat); got flat_tol={flat_tol}")
+        self.flat_tol = float(flat_tol)
         self.sigma0, self.sigma_min, self.sigma_max = float(sigma), float(sigma_min), float(sigma_max)
         self.c, self.damping, self.plateau_growth = float(c), float(damping), float(plateau_growth)
         self.sigma = self.sigma0
         self.path: Any = None
+
+    def is_flat(self, losses: Any) -> bool:
+        """Whether a step's sampled losses differ by at most ``flat_tol`` of their size."""
+        import torch
+        y = torch.as_tensor(losses, dtype=torch.float64).reshape(-1)
+        spread, size = float(y.max() - y.min()), float(y.abs().max())
+        return bool(spread <= max(self.flat_tol, 1e-12) * max(size, 1e-300))
 
     def update(self, grad: Any, flat: bool = False) -> float:
         """Adapt σ after a step whose raw gradient estimate was ``grad``; returns the new σ."""
@@ -163,4 +181,4 @@ class AdaptiveSigma:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "adaptive", "sigma": self.sigma0, "sigma_min": self.sigma_min,
-                "sigma_max": self.sigma_max, "c": self.c, "damping": self.damping}
+                "sigma_max": self.sigma_max, "c": self.c, "damping": self.damping, "flat_tol": self.flat_tol}

@@ -285,7 +285,7 @@ class ZeroGrads(GradientEstimator):
             pinned = ((u <= 0.0) & (grad > 0)) | ((u >= 1.0) & (grad < 0))
             direction = torch.where(pinned, torch.zeros_like(grad), grad)
             norm = float(torch.linalg.vector_norm(direction))
-            flat = bool(float(y.max() - y.min()) <= 1e-12 * max(float(y.abs().max()), 1e-300))
+            flat = self.adaptive.is_flat(y)
             step = torch.zeros_like(grad) if not (norm > 0 and math.isfinite(norm)) else \
                 -self.step * sig.to(grad.dtype) * direction * (math.sqrt(n) / norm)
             self.adaptive.update(direction, flat=flat)
