@@ -44,6 +44,10 @@ def test_adaptive_sigma_grows_on_agreement_and_plateaus_and_shrinks_on_flips():
     c = AdaptiveSigma(sigma=0.1)
     c.update(torch.zeros(2), flat=True)
     assert abs(c.sigma - 0.12) < 1e-12           # a plateau: look further
+    # a plateau is flat up to a tiny residual slope (a soft edge's blur): still a plateau
+    assert c.is_flat(torch.tensor([0.0168, 0.0168 * (1 + 6e-5)]))
+    assert not c.is_flat(torch.tensor([0.0168, 0.0168 * 1.01]))   # a real slope
+    assert not AdaptiveSigma(sigma=0.1, flat_tol=0.0).is_flat(torch.tensor([1.0, 1.0 + 1e-9], dtype=torch.float64))  # exact test
     state = b.state_dict()
     d = AdaptiveSigma(sigma=0.1)
     d.load_state_dict(state)

@@ -134,6 +134,25 @@ def test_demo_runs_every_estimator(tmp_path):
     assert "parameter error" in p.stdout
 
 
+def test_demo_task_stays_stuck_for_gradients_and_is_solved_by_smoothing():
+    """The demo's claim: on its plateau, analytic and finite-difference gradients never move the
+    disc, while PRDPT and ZeroGrads at their defaults cross the plateau (the demo's seed 0)."""
+    import math
+
+    from rendergrad.demo import SCENE, SOLVED, START, TARGET
+
+    def error(name: str, budget: int) -> float:
+        res = rg.optimize("toy", "mse", name, renderer_options=SCENE, target_params=TARGET, lr=0.02,
+                          steps=budget, max_renders=budget, seed=0, final_render=False)
+        return math.dist([res.params["x"], res.params["y"]], [TARGET["x"], TARGET["y"]])
+
+    start = math.dist([START["x"], START["y"]], [TARGET["x"], TARGET["y"]])
+    for name in ("analytic", "fd"):
+        assert abs(error(name, 100) - start) < 0.01, name
+    for name in ("prdpt", "zerograds"):
+        assert error(name, 200) < SOLVED, name
+
+
 def test_snapshots_and_contact_sheet(tmp_path):
     out = tmp_path / "run"
     cli("run", ROOT / "examples/toy/colors.toml", "--out", out, "--set", "optimizer.steps=20",
