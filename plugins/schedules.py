@@ -128,7 +128,7 @@ class AdaptiveSigma:
     """
 
     def __init__(self, sigma: float = 0.1, sigma_min: float = 1e-5, sigma_max: float = 0.5,
-                 c: float = 0.2, damping: float = 1.0, plateau_growth: float = 1.2, flat_tol: float = 1e-3,
+                 c: float = 0.2, damping: float = 1.0, plateau_growth: float = 1.2, flat_tol: float = 1e-4,
                  who: str = "estimator"):
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ConfigError(f"{who}: sigma must be a positive number, got {sigma!r}")
