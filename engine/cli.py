@@ -50,20 +50,21 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import apply_overrides, load_config, validate
-    from .runner import CONFIG_NAME, run_config
+    from .runner import check_out_dir, read_run_config, run_config
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume:
+        if args.file or args.out or args.force:
+            raise RendergradError("--resume DIR continues the run in DIR from its own config; give no FILE, "
+                                  "--out or --force with it (use --set to change a value)")
         out = Path(args.resume)
-        path = out / CONFIG_NAME
-        if not path.exists():
-            raise RendergradError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME})")
-        cfg = validate(apply_overrides(json.loads(path.read_text()), args.set or []))
+        cfg = validate(apply_overrides(read_run_config(out), args.set or []))
         result = run_config(cfg, out, resume=True, progress=progress)
     else:
         if not args.file or not args.out:
             raise RendergradError("run needs a config file and --out DIR (or --resume DIR)")
-        cfg = load_config(args.file, args.set or [])
         out = Path(args.out)
+        check_out_dir(out, force=args.force)
+        cfg = load_config(args.file, args.set or [])
         result = run_config(cfg, out, resume=False, progress=progress)
     print(f"loss {result.loss:.6g} after {result.evaluations} renders in {result.wall_time_s:.1f}s "
           f"({result.stopped}); params {json.dumps(result.params) if len(json.dumps(result.params)) < 300 else '...'}")
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config value, e.g. --set optimizer.lr=0.05 (repeatable; values are TOML)")
     sr.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    sr.add_argument("--force", action="store_true", help="overwrite the run already in --out DIR")
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
     sr.set_defaults(func=_cmd_run)
 
@@ -152,8 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what shell tools report
     except KeyboardInterrupt:
-        hint = (f" Resume with: rendergrad run --resume {args.resume or args.out}"
-                if args.command == "run" else "")
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C must not turn this into a traceback
+        hint = ""
+        if args.command == "run":
+            folder = args.resume or args.out
+            if folder and (Path(folder) / "checkpoint" / "checkpoint.pt").exists():
+                hint = f" Resume with: rendergrad run --resume {folder}"
+            elif folder:
+                hint = " Nothing was saved yet, so there is nothing to resume."
         print(f"\nrendergrad: interrupted.{hint}", file=sys.stderr)
         return 130
 

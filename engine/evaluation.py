@@ -75,6 +75,8 @@ class BatchEvaluator:
             theta = theta.unsqueeze(0)
         if theta.shape[-1] != self.size:
             raise RendergradError(f"theta has {theta.shape[-1]} columns but the parameter space has {self.size}")
+        # The contract with every renderer: float64, inside the declared bounds exactly.
+        theta = self.space.clamp_theta(theta)
         chunks = [theta] if not self.max_batch or theta.shape[0] <= self.max_batch \
             else list(torch.split(theta, self.max_batch))
         out = []
@@ -125,7 +127,7 @@ class BatchEvaluator:
         """
         before, seconds = self.renders, self.render_seconds
         with torch.no_grad():
-            img = self.render_theta(theta.to(torch.float32))
+            img = self.render_theta(theta)
         self.extra_renders += self.renders - before
         self.renders, self.render_seconds = before, seconds
         return img
@@ -141,11 +143,11 @@ class BatchEvaluator:
         if differentiable:
             if self.clamp:  # straight-through: clamp the value, keep the gradient
                 u = u + (u.clamp(0.0, 1.0) - u).detach()
-            return self.render_theta(self.space.to_theta(u).to(torch.float32))
+            return self.render_theta(self.space.to_theta(u))
         with torch.no_grad():
             if self.clamp:
                 u = u.clamp(0.0, 1.0)
-            return self.render_theta(self.space.to_theta(u).to(torch.float32))
+            return self.render_theta(self.space.to_theta(u))
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, images: torch.Tensor) -> torch.Tensor:

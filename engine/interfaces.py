@@ -57,10 +57,11 @@ class Renderer(Plugin):
         raise NotImplementedError
 
     def render(self, theta: torch.Tensor) -> Any:
-        """``theta`` ``[B, n]`` in parameter units → images ``[B, H, W, C]`` float32 linear.
+        """``theta`` ``[B, n]`` float64 in parameter units → images ``[B, H, W, C]`` float32 linear.
 
-        May return a torch tensor or a numpy array. Discrete parameters arrive already
-        rounded.
+        Every value lies inside its ``[low, high]`` exactly; discrete parameters arrive already
+        rounded. A renderer that computes in float32 casts ``theta`` itself. May return a torch
+        tensor or a numpy array.
         """
         raise NotImplementedError
 

@@ -16,11 +16,13 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .callbacks import Callback, ProgressBar
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import DEFAULT_CHECKPOINT_SECONDS, CheckpointSchedule, deferred_interrupts, load_checkpoint, \
+    save_checkpoint
 from .errors import ConfigError, IncompatiblePluginsError, RendergradError
 from .evaluation import BatchEvaluator
 from .interfaces import GradientEstimator, Objective, Renderer, StepContext
 from .registry import Registry, registry as default_registry
+from .seeding import generator_seed
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -78,12 +80,13 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float, options: Ma
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     options = dict(options or {})
+    given = dict(options)
     if name in ("adam", "adamw") and not {"fused", "foreach", "capturable", "differentiable"} & set(options):
         options["fused"] = True  # one kernel per step: a third of the per-step optimizer overhead
     try:
         return OPTIMIZERS[name](params, lr=lr, **options)
-    except TypeError as e:
-        raise ConfigError(f"optimizer {name!r}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"optimizer {name!r} refused its options {given}: {e}; fix [optimizer] options") from None
 
 
 def optimize(
@@ -111,6 +114,7 @@ def optimize(
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
     resume: bool = False,
     max_batch: int | None = None,
     final_render: bool = True,
@@ -128,8 +132,9 @@ def optimize(
 
     Stops after ``steps`` steps, or earlier when ``max_renders`` renders are spent, the loss
     reaches ``target_loss``, or it has not improved by ``min_delta`` for ``patience`` steps.
-    With ``checkpoint_dir`` the full state is saved every ``checkpoint_every`` steps, at the
-    end, and when the run fails; ``resume=True`` continues from it bit-identically.
+    With ``checkpoint_dir`` the full state is saved every ``checkpoint_every`` steps, every
+    ``checkpoint_seconds`` of wall time, at the end, and when the run fails or is interrupted;
+    ``resume=True`` continues from it bit-identically.
     """
     reg = registry or default_registry()
     renderer = _resolve(reg, "renderer", renderer, renderer_options)
@@ -149,8 +154,8 @@ def optimize(
 
     space = renderer.parameter_space()
     u0 = space.to_unit(space.flatten(init or {}, what="init"))
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(generator_seed(seed))
+    gen = torch.Generator().manual_seed(generator_seed(seed))
 
     evaluator = BatchEvaluator(renderer, objective, space, None, max_batch=max_batch)
     if target is None and target_params is not None:
@@ -195,6 +200,10 @@ def optimize(
     def checkpoint(step: int, t0: float, rng: tuple | None = None) -> None:
         if ckpt_dir is None:
             return
+        with deferred_interrupts():  # a second Ctrl-C cannot cut the save short
+            _checkpoint(step, t0, rng)
+
+    def _checkpoint(step: int, t0: float, rng: tuple | None) -> None:
         gen_state, torch_state, renderer_state = rng or (gen.get_state(), torch.get_rng_state(),
                                                          renderer.state_dict())
         save_checkpoint(ckpt_dir, {
@@ -213,9 +222,11 @@ def optimize(
         cb.on_start(space=space, target=target, evaluator=evaluator)
 
     t0 = time.perf_counter()
+    schedule = CheckpointSchedule(checkpoint_every, checkpoint_seconds)
     stopped = "steps"
     step = start_step
     since_best = 0
+    patience_ref = best["loss"]  # the loss an improvement of min_delta is measured against
     step_start_rng: tuple | None = None
     try:
         for step in range(start_step, steps):
@@ -254,14 +265,16 @@ def optimize(
             for k, v in est.info.items():
                 record[k] = v
             history.append(record)
-            if loss < best["loss"] - min_delta:
+            if loss < best["loss"]:  # best_loss is the lowest loss seen, whatever min_delta is
                 best = {"loss": loss, "u": u_now, "step": step}
+            if loss < patience_ref - min_delta:
+                patience_ref = loss
                 since_best = 0
             else:
                 since_best += 1
             for cb in cbs:
                 cb.on_step(record=record, u=u.detach(), evaluator=evaluator)
-            if checkpoint_every and (step + 1) % checkpoint_every == 0:
+            if ckpt_dir is not None and schedule.due(step + 1):
                 checkpoint(step + 1, t0)
             if target_loss is not None and loss <= target_loss:
                 stopped, step = "target_loss", step + 1
@@ -295,6 +308,10 @@ def optimize(
         if close:
             renderer.close()
 
+    # `loss` is the final parameters' loss (from the final render); `best_loss` the lowest loss
+    # seen over the step losses and that final render, so best_loss <= loss always.
+    if final_loss < best["loss"]:
+        best = {"loss": final_loss, "u": u_final, "step": len(history)}
     result = Result(
         params=space.decode(theta_final), best_params=space.decode(space.to_theta(best["u"])),
         loss=final_loss, best_loss=float(best["loss"]), evaluations=evaluator.renders, wall_time_s=wall,

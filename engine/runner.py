@@ -7,9 +7,11 @@ Output folder layout (stable, documented in ARCHITECTURE):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,59 +48,148 @@ def _logger(out: Path) -> logging.Logger:
     return log
 
 
+def check_out_dir(out: Path, *, force: bool = False) -> None:
+    """``--out`` must be a folder that holds no run yet (``--force`` overwrites one)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file, not a folder; name a new folder")
+    markers = [m for m in (CONFIG_NAME, "result.json", "checkpoint") if (out / m).exists()]
+    if markers and not force:
+        raise ConfigError(f"--out {out} already holds a run ({', '.join(markers)}); continue it with "
+                          f"`rendergrad run --resume {out}`, overwrite it with --force, or choose another folder")
+
+
+def read_run_config(out: Path) -> dict[str, Any]:
+    """The resolved config a run folder was started with (for ``--resume``)."""
+    path = out / CONFIG_NAME
+    if not out.is_dir():
+        raise ConfigError(f"--resume {out}: no such run folder")
+    if not path.exists():
+        raise ConfigError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME}); "
+                          "start it with `rendergrad run FILE --out DIR`")
+    try:
+        cfg = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is damaged ({e}); the run cannot be resumed from it. Start it again with "
+                          "`rendergrad run FILE --out DIR --force`") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} is damaged (not a JSON object); start the run again with --force")
+    return cfg
+
+
+@contextlib.contextmanager
+def _library_log_to(handler: logging.Handler):
+    """Route rendergrad's own loggers (bridge workers, checkpoints) into run.log for the run."""
+    lib = logging.getLogger("rendergrad")
+    level = lib.level
+    lib.addHandler(handler)
+    if lib.level == logging.NOTSET or lib.level > logging.INFO:
+        lib.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.setLevel(level)
+
+
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
                registry: Registry | None = None) -> Result:
     """Run a validated config, writing everything into ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = validate(cfg)
+    o = cfg["optimizer"]
+    # Everything a user can get wrong in the files is checked before the folder is written.
+    target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
+    reg = registry or default_registry()
+    renderer = reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
+    out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
-    reg = registry or default_registry()
-    o = cfg["optimizer"]
-    target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
+    defaults = _target_defaults(renderer, cfg["target"])
+    if defaults:
+        log.info("target.params leaves out %s: the target is rendered with their initial values %s",
+                 ", ".join(defaults), json.dumps(defaults))
     callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
     try:
-        result = optimize(
-            cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"],
-            renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
-            estimator_options=cfg["estimator"]["options"], target=target,
-            target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
-            optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
-            lr_decay=o.get("lr_decay"),
-            seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
-            patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
-            progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
-            resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
-        )
+        with _library_log_to(log.handlers[0]):
+            result = optimize(
+                renderer, cfg["objective"]["name"], cfg["estimator"]["name"],
+                objective_options=cfg["objective"]["options"],
+                estimator_options=cfg["estimator"]["options"], target=target,
+                target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
+                optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
+                lr_decay=o.get("lr_decay"),
+                seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
+                patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
+                progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
+                checkpoint_seconds=float(o["checkpoint_seconds"]),
+                resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
+            )
+    except KeyboardInterrupt:
+        saved = (out / "checkpoint" / "checkpoint.pt").exists()
+        log.warning("interrupted (Ctrl-C); %s", f"progress is kept in {out / 'checkpoint'}" if saved
+                    else "no checkpoint was written yet")
+        _log_workers(log, renderer)
+        raise
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
+        _log_workers(log, renderer)
+        with contextlib.suppress(Exception):  # a failure before the loop began leaves it open
+            renderer.close()
         raise
+    if defaults:
+        result.info["target_defaults"] = defaults
+    workers = _log_workers(log, renderer)
+    if workers is not None:
+        result.info["workers"] = workers
     write_outputs(out, result)
-    log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
-             result.wall_time_s, result.stopped)
+    log.info("done: loss=%.6g best_loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.best_loss,
+             result.evaluations, result.wall_time_s, result.stopped)
     return result
 
 
+def _target_defaults(renderer: Any, target: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a partial ``target.params`` leaves at their initial values."""
+    if "params" not in target:
+        return {}
+    space = renderer.parameter_space()
+    missing = [n for n in space.names if n not in target["params"]]
+    if not missing:
+        return {}
+    values = space.decode(space.initial_theta(), max_elements=16)
+    return {n: values.get(n, "(vector)") for n in missing}
+
+
+def _log_workers(log: logging.Logger, renderer: Any) -> dict[str, int] | None:
+    """Worker restarts, retries and timeouts of a renderer that runs workers (``worker_stats()``)."""
+    stats = getattr(renderer, "worker_stats", None)
+    if not callable(stats):
+        return None
+    counts = {k: int(v) for k, v in stats().items()}
+    log.info("workers: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts
+
+
 def write_outputs(out: Path, result: Result) -> None:
-    (out / "result.json").write_text(json.dumps(_json_safe(result.to_json()), indent=2))
+    data = result.to_json()
+    for key in ("target_defaults", "workers"):
+        if key in result.info:
+            data[key] = result.info[key]
+    (out / "result.json").write_text(json.dumps(_json_safe(data), indent=2))
     if result.final_image is not None:
         save_png(out / "final.png", result.final_image)
     if result.target_image is not None and result.target_image.ndim == 3:
         save_png(out / "target.png", result.target_image)
-    convergence_plot(out / "convergence.png", {result.estimator: result.history},
-                     title=f"{result.renderer} / {result.estimator}")
+    with warnings.catch_warnings():  # an empty history (steps = 0) is an empty plot, not a warning
+        warnings.simplefilter("ignore")
+        convergence_plot(out / "convergence.png", {result.estimator: result.history},
+                         title=f"{result.renderer} / {result.estimator}")
 
 
 def resume_dir(out: str | Path, *, progress: bool = True, registry: Registry | None = None) -> Result:
     """Continue the run whose output folder is ``out``."""
     out = Path(out)
-    path = out / CONFIG_NAME
-    if not path.exists():
-        raise ConfigError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME}); "
-                          "start it with `rendergrad run FILE --out DIR`")
-    cfg = json.loads(path.read_text())
+    cfg = read_run_config(out)
     return run_config(cfg, out, resume=True, progress=progress, registry=registry)
