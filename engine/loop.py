@@ -85,8 +85,9 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float, options: Ma
         options["fused"] = True  # one kernel per step: a third of the per-step optimizer overhead
     try:
         return OPTIMIZERS[name](params, lr=lr, **options)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"optimizer {name!r} refused its options {given}: {e}; fix [optimizer] options") from None
+    except Exception as e:  # torch's own checks raise TypeError, ValueError, IndexError...
+        raise ConfigError(f"optimizer {name!r} refused its options {given}: {type(e).__name__}: {e}; "
+                          "fix [optimizer] options") from None
 
 
 def optimize(
@@ -256,22 +257,23 @@ def optimize(
                     done = max(done, evaluator.renders / max_renders)
                 for group in opt.param_groups:
                     group["lr"] = lr * float(lr_decay) ** min(done, 1.0)
-            opt.step()
-            with torch.no_grad():
-                u.clamp_(0.0, 1.0)
-            loss = float(est.loss)
-            record = {"step": step, "loss": loss, "evaluations": evaluator.renders,
-                      "params": space.decode(space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)}
-            for k, v in est.info.items():
-                record[k] = v
-            history.append(record)
-            if loss < best["loss"]:  # best_loss is the lowest loss seen, whatever min_delta is
-                best = {"loss": loss, "u": u_now, "step": step}
-            if loss < patience_ref - min_delta:
-                patience_ref = loss
-                since_best = 0
-            else:
-                since_best += 1
+            with deferred_interrupts():  # the step is taken and recorded, or not at all
+                opt.step()
+                with torch.no_grad():
+                    u.clamp_(0.0, 1.0)
+                loss = float(est.loss)
+                record = {"step": step, "loss": loss, "evaluations": evaluator.renders,
+                          "params": space.decode(space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)}
+                for k, v in est.info.items():
+                    record[k] = v
+                history.append(record)
+                if loss < best["loss"]:  # best_loss is the lowest loss seen, whatever min_delta is
+                    best = {"loss": loss, "u": u_now, "step": step}
+                if loss < patience_ref - min_delta:
+                    patience_ref = loss
+                    since_best = 0
+                else:
+                    since_best += 1
             for cb in cbs:
                 cb.on_step(record=record, u=u.detach(), evaluator=evaluator)
             if ckpt_dir is not None and schedule.due(step + 1):
