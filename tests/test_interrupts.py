@@ -143,8 +143,10 @@ def test_ctrl_c_before_the_run_folder_exists_promises_no_resume(tmp_path):
     img = tmp_path / "t.npy"
     import numpy as np
     np.save(img, np.zeros((32, 32, 3), np.float32))
-    proc = subprocess.Popen([sys.executable, "-c", script, "run", str(CONFIG), "--out", str(out), "--set",
-                             f"target={{image='{img}'}}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(CONFIG.read_text().replace("params = { x = 0.7, y = 0.3 }", f"image = '{img}'"))
+    proc = subprocess.Popen([sys.executable, "-c", script, "run", str(cfg), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not started.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
