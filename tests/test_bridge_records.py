@@ -176,3 +176,13 @@ def test_a_message_over_zmq_maxmsgsize_drops_only_that_peer(served):
     assert ask(other, P.encode_request("ping", 2)).ok                      # the server is fine
     rep = ask(other, [head, b"\0" * 100_000])                              # under the hard cap: an error reply
     assert rep is not None and rep.code == P.E_TOO_LARGE
+
+
+@pytest.mark.parametrize("header, code", [
+    ({"v": 1.0, "op": "ping", "id": 1}, P.E_BAD_VERSION),     # the version is the integer 1
+    ({"v": True, "op": "ping", "id": 1}, P.E_BAD_VERSION),
+    ({"v": 1, "op": "ping"}, P.E_BAD_REQUEST),                # every request carries an id
+])
+def test_v_and_id_are_required_as_the_protocol_says(served, header, code):
+    rep = ask(served(), [json.dumps(header).encode()])
+    assert not rep.ok and rep.code == code, rep.message

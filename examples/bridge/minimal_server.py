@@ -68,8 +68,10 @@ def handle(frames, size, delay):
     req_id, op = head.get("id"), head.get("op")
     if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
         req_id = None
-    if head.get("v") != 1:
+    if type(head.get("v")) is not int or head.get("v") != 1:  # 1.0 is not the integer 1
         return error(req_id, op, "unsupported_version", "this server speaks version 1")
+    if req_id is None:
+        return error(None, op, "bad_request", "every request needs an integer or string id")
     if op == "hello":
         if 1 not in (head.get("versions") or [1]):
             return error(req_id, op, "unsupported_version", "this server speaks version 1")
