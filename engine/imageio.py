@@ -89,11 +89,17 @@ def load_image(path: str | Path) -> torch.Tensor:
         a = a[..., None]
     if a.ndim != 3 or not 1 <= a.shape[-1] <= 4 or 0 in a.shape:
         raise ConfigError(f"image {path} has shape {a.shape}; a target is [height, width, channels] with 1-4 channels")
-    bad = int((~np.isfinite(a)).sum())
+    out = torch.from_numpy(np.ascontiguousarray(a))
+    check_target_image(out, f"image {path}")
+    return out
+
+
+def check_target_image(img: torch.Tensor, what: str = "the target image") -> None:
+    """A target with NaN or infinite pixels is the target's fault: say so before the loss does."""
+    bad = int((~torch.isfinite(img)).sum()) if img.is_floating_point() else 0
     if bad:
-        raise ConfigError(f"image {path} has {bad} NaN or infinite pixel values; a target must be finite "
+        raise ConfigError(f"{what} has {bad} NaN or infinite pixel values; a target must be finite "
                           "(re-export it, or replace them, e.g. numpy.nan_to_num)")
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _read(path: Path, suffix: str) -> np.ndarray:

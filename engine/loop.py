@@ -20,6 +20,7 @@ from .checkpoint import DEFAULT_CHECKPOINT_SECONDS, CheckpointSchedule, deferred
     save_checkpoint
 from .errors import ConfigError, IncompatiblePluginsError, RendergradError
 from .evaluation import BatchEvaluator
+from .imageio import check_target_image
 from .interfaces import GradientEstimator, Objective, Renderer, StepContext
 from .registry import Registry, registry as default_registry
 from .seeding import generator_seed
@@ -166,6 +167,7 @@ def optimize(
         target = torch.as_tensor(target)
         if not target.is_floating_point():
             target = target.float()
+        check_target_image(target)
     objective.prepare(target)
     evaluator.target = target
 

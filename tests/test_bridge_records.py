@@ -186,3 +186,36 @@ def test_a_message_over_zmq_maxmsgsize_drops_only_that_peer(served):
 def test_v_and_id_are_required_as_the_protocol_says(served, header, code):
     rep = ask(served(), [json.dumps(header).encode()])
     assert not rep.ok and rep.code == code, rep.message
+
+
+def test_the_server_log_appears_once_in_the_error(tmp_path):
+    """A worker that crashes on every render is restarted; the error quotes the log of its last
+    life only, not the same lines once per restart."""
+    script = tmp_path / "crash.py"
+    script.write_text("import json, sys, runpy, zmq\n"
+                      "m = runpy.run_path(sys.argv[1])\n"
+                      "s = zmq.Context().socket(zmq.REP); s.bind(sys.argv[2])\n"
+                      "while True:\n"
+                      "    f = s.recv_multipart()\n"
+                      "    if json.loads(f[0])['op'] == 'render':\n"
+                      "        print('scene.blend: fatal render error', file=sys.stderr, flush=True); sys.exit(7)\n"
+                      "    s.send_multipart(m['handle'](f, 8, 0.0))\n")
+    import torch
+    from rendergrad.errors import RendererFailure
+    r = BridgeRenderer(command=[sys.executable, str(script), str(MINIMAL), "{endpoint}"], timeout=20, retries=2)
+    try:
+        with pytest.raises(RendererFailure) as e:
+            r.render(torch.tensor([[0.5, 0.5, 1.0]], dtype=torch.float64))
+    finally:
+        r.close()
+    assert str(e.value).count("scene.blend: fatal render error") == 1, str(e.value)
+    assert "lost 3 times" in str(e.value) and r.stats["restarts"] == 2   # the third loss raises
+
+
+def test_a_nan_target_is_blamed_on_the_target():
+    import torch
+    from rendergrad.errors import ConfigError
+    target = torch.zeros(16, 16, 3)
+    target[3, 4, 1] = float("nan")
+    with pytest.raises(ConfigError, match="the target image has 1 NaN or infinite pixel values"):
+        rg.optimize("toy", "mse", "prdpt", renderer_options={"resolution": 16}, target=target, steps=2)
