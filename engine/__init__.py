@@ -30,6 +30,9 @@ def __getattr__(name: str):
     if name in ("optimize", "Result"):
         from . import loop
         return getattr(loop, name)
+    if name in ("Optimization", "Batch"):
+        from . import optimization
+        return getattr(optimization, name)
     if name == "discover":
         from .registry import discover
         return discover
@@ -44,7 +47,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Param", "ParamSpace", "Renderer", "Objective", "GradientEstimator", "Estimate", "StepContext",
-    "LossFunction", "Plugin", "hookimpl", "optimize", "Result", "discover", "BatchEvaluator",
+    "LossFunction", "Plugin", "hookimpl", "optimize", "Result", "Optimization", "Batch", "discover", "BatchEvaluator",
     "load_config", "run_config", "__version__", "RendergradError", "ConfigError", "ParameterError",
     "PluginNotFoundError", "PluginUnavailableError", "IncompatiblePluginsError", "RendererOutputError",
     "RendererFailure", "CheckpointError",

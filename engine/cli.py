@@ -3,6 +3,9 @@
     rendergrad plugins [--json]                 what is installed, and why anything is unavailable
     rendergrad run FILE.toml --out DIR          optimize; writes result.json, images, a plot
     rendergrad run --resume DIR                 continue an interrupted run bit-identically
+    rendergrad run FILE.toml --out DIR --external   images come from a farm: then ask / tell
+    rendergrad ask DIR                          write the next batch to render, print its path
+    rendergrad tell DIR --batch F --images D    answer it (or --losses FILE)
     rendergrad demo [--out DIR]                 the plateau task, solved by every estimator
 
 Plugins add their own subcommands through the ``rendergrad_add_commands`` hook.
@@ -65,10 +68,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         check_out_dir(out, force=args.force)
         cfg = load_config(args.file, args.set or [])
+        if args.external:
+            run_config(cfg, out, external=True)
+            print(f"set up {out} for external renders; next: rendergrad ask {out}")
+            return 0
         result = run_config(cfg, out, resume=False, progress=progress)
     print(f"loss {result.loss:.6g} after {result.evaluations} renders in {result.wall_time_s:.1f}s "
           f"({result.stopped}); params {json.dumps(result.params) if len(json.dumps(result.params)) < 300 else '...'}")
     print(f"wrote {out / 'result.json'}")
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from .farm import ask
+    path = ask(args.run_dir)
+    print(path if path is not None else f"finished; wrote {Path(args.run_dir) / 'result.json'}")
+    return 0
+
+
+def _cmd_tell(args: argparse.Namespace) -> int:
+    from .farm import tell
+    result = tell(args.run_dir, args.batch, images=args.images, losses=args.losses)
+    if result is not None:
+        print(f"finished ({result.stopped}): loss {result.loss:.6g}; wrote {Path(args.run_dir) / 'result.json'}")
     return 0
 
 
@@ -99,7 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     sr.add_argument("--force", action="store_true", help="overwrite the run already in --out DIR")
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sr.add_argument("--external", action="store_true",
+                    help="only set DIR up: images come from outside through `rendergrad ask`/`tell`")
     sr.set_defaults(func=_cmd_run)
+
+    sa = sub.add_parser("ask", help="write the batch an external run needs rendered next; print its path")
+    sa.add_argument("run_dir", help="a folder made by `rendergrad run FILE --out DIR --external`")
+    sa.set_defaults(func=_cmd_ask)
+    st = sub.add_parser("tell", help="answer a batch of an external run with images or losses")
+    st.add_argument("run_dir")
+    st.add_argument("--batch", required=True, help="the batch JSON written by `rendergrad ask`")
+    told = st.add_mutually_exclusive_group(required=True)
+    told.add_argument("--images", help="folder with one EXR/NPY/PNG per candidate, in name order")
+    told.add_argument("--losses", help="JSON list or text file: one loss per candidate")
+    st.set_defaults(func=_cmd_tell)
 
     sd = sub.add_parser("demo", help="the plateau task on the toy renderer, solved by every estimator")
     sd.add_argument("--out", default="rendergrad-demo", help="output folder (default: %(default)s)")

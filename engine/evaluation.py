@@ -66,6 +66,9 @@ class BatchEvaluator:
         self.extra_renders = 0    # target, snapshots, final image: reported, not optimization cost
         self.render_seconds = 0.0
         self.image_shape: tuple[int, ...] | None = None
+        # What render() receives: float64, so a value at a bound is the bound itself (a trip
+        # through float32 turns 0.85 into 0.8500000238418579, outside [0.15, 0.85]).
+        self.render_dtype = torch.float64
         objective.prepare(target)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -92,19 +95,25 @@ class BatchEvaluator:
                     f"{type(e).__name__}: {e}") from e
             self.render_seconds += time.perf_counter() - t0
             self.renders += chunk.shape[0]
-            img = as_image_batch(raw, batch=chunk.shape[0], who=f"renderer {self.renderer.name!r}")
-            if self.image_shape is None:
-                self.image_shape = tuple(img.shape[1:])
-            elif tuple(img.shape[1:]) != self.image_shape:
-                raise RendererOutputError(
-                    f"renderer {self.renderer.name!r} changed its image size from {self.image_shape} "
-                    f"to {tuple(img.shape[1:])} between calls")
-            if self.check_finite:
-                self._check_finite(img, chunk)
-            out.append(img)
+            out.append(self.validate(raw, chunk, who=f"renderer {self.renderer.name!r}"))
         return out[0] if len(out) == 1 else torch.cat(out)
 
-    def _check_finite(self, img: torch.Tensor, theta: torch.Tensor) -> None:
+    def validate(self, raw: Any, theta: torch.Tensor, *, who: str) -> torch.Tensor:
+        """Check images for ``theta`` (count, shape, same size as before, finite); return ``[B,H,W,C]``.
+
+        Used for the renderer's output and for images told from outside, so both are held to
+        the same rules. Nothing is changed when the images are refused.
+        """
+        img = as_image_batch(raw, batch=theta.shape[0], who=who)
+        if self.image_shape is not None and tuple(img.shape[1:]) != self.image_shape:
+            raise RendererOutputError(
+                f"{who} changed its image size from {self.image_shape} to {tuple(img.shape[1:])} between calls")
+        if self.check_finite:
+            self._check_finite(img, theta, who)
+        self.image_shape = tuple(img.shape[1:])
+        return img
+
+    def _check_finite(self, img: torch.Tensor, theta: torch.Tensor, who: str) -> None:
         # Fast path: a sum is finite unless some element is NaN/inf (or values near the float
         # limit overflow it, which the exact check below then clears). One reduction per batch.
         if bool(torch.isfinite(img.detach().sum())):
@@ -116,7 +125,7 @@ class BatchEvaluator:
         params = self.space.decode(theta[row], max_elements=8)
         bad = int((~torch.isfinite(img[row].detach())).sum())
         raise RendererOutputError(
-            f"renderer {self.renderer.name!r} produced {bad} NaN/inf pixel values at parameters {params}. "
+            f"{who} produced {bad} NaN/inf pixel values at parameters {params}. "
             "Check the renderer for a division by zero or an invalid parameter combination, or narrow "
             "the parameter bounds.")
 
@@ -138,16 +147,27 @@ class BatchEvaluator:
         with torch.no_grad():
             return img[0], float(self.score(img)[0])
 
-    def render(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
-        """Render from normalised ``u``."""
+    def theta_of(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
+        """The ``theta`` a renderer gets for normalised ``u``: clamped, in parameter units.
+
+        One place for it, so a batch handed to a render farm holds exactly the values the
+        renderer would have received in the loop.
+        """
         if differentiable:
             if self.clamp:  # straight-through: clamp the value, keep the gradient
                 u = u + (u.clamp(0.0, 1.0) - u).detach()
-            return self.render_theta(self.space.to_theta(u))
+            return self.space.to_theta(u).to(self.render_dtype)
         with torch.no_grad():
             if self.clamp:
                 u = u.clamp(0.0, 1.0)
-            return self.render_theta(self.space.to_theta(u))
+            return self.space.to_theta(u).to(self.render_dtype)
+
+    def render(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
+        """Render from normalised ``u``."""
+        if differentiable:
+            return self.render_theta(self.theta_of(u, differentiable=True))
+        with torch.no_grad():
+            return self.render_theta(self.theta_of(u))
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
 from .loop import Result, optimize
+from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
 
@@ -92,41 +93,50 @@ def _library_log_to(handler: logging.Handler):
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None) -> Result:
-    """Run a validated config, writing everything into ``out``."""
+               registry: Registry | None = None, external: bool = False) -> Result | None:
+    """Run a validated config, writing everything into ``out``.
+
+    ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
+    """
     out = Path(out)
     cfg = validate(cfg)
     o = cfg["optimizer"]
     # Everything a user can get wrong in the files is checked before the folder is written.
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     reg = registry or default_registry()
-    renderer = reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
+    # An external run's renderer may not exist here (it runs on a farm): not made then.
+    renderer = None if external else reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
-    defaults = _target_defaults(renderer, cfg["target"])
+    defaults = _target_defaults(renderer, cfg["target"]) if renderer is not None else {}
     if defaults:
         log.info("target.params leaves out %s: the target is rendered with their initial values %s",
                  ", ".join(defaults), json.dumps(defaults))
     callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    kw = dict(
+            renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
+            estimator_options=cfg["estimator"]["options"], target=target,
+            target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
+            optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
+            lr_decay=o.get("lr_decay"),
+            seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
+            patience=o.get("patience"), min_delta=float(o["min_delta"]),
+            checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
+            checkpoint_seconds=float(o["checkpoint_seconds"]),
+            max_batch=o.get("max_batch"), registry=reg,
+    )
+    names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
+    if external:
+        return start_external(names, kw, out, log)
+    del kw["renderer_options"]  # the renderer was made above, so its option errors came first
     try:
         with _library_log_to(log.handlers[0]):
-            result = optimize(
-                renderer, cfg["objective"]["name"], cfg["estimator"]["name"],
-                objective_options=cfg["objective"]["options"],
-                estimator_options=cfg["estimator"]["options"], target=target,
-                target_params=cfg["target"].get("params"), init=cfg["params"]["init"],
-                optimizer=o["name"], lr=float(o["lr"]), optimizer_options=o["options"], steps=o["steps"],
-                lr_decay=o.get("lr_decay"),
-                seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
-                patience=o.get("patience"), min_delta=float(o["min_delta"]), callbacks=callbacks,
-                progress=progress, checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
-                checkpoint_seconds=float(o["checkpoint_seconds"]),
-                resume=resume, max_batch=o.get("max_batch"), close=True, registry=reg,
-            )
+            result = optimize(renderer, *names[1:], **kw, callbacks=callbacks, progress=progress, resume=resume,
+                              close=True)
     except KeyboardInterrupt:
         saved = (out / "checkpoint" / "checkpoint.pt").exists()
         log.warning("interrupted (Ctrl-C); %s", f"progress is kept in {out / 'checkpoint'}" if saved
@@ -170,6 +180,17 @@ def _log_workers(log: logging.Logger, renderer: Any) -> dict[str, int] | None:
     counts = {k: int(v) for k, v in stats().items()}
     log.info("workers: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
     return counts
+
+
+def start_external(names: tuple[str, str, str], kw: dict[str, Any], out: Path, log: logging.Logger) -> None:
+    """Save a run whose images come from outside; nothing is rendered but the target."""
+    if kw["target"] is None and kw["target_params"] is not None \
+            and not kw["registry"].info("renderer", names[0]).available:
+        raise ConfigError(f"renderer {names[0]!r} is unavailable here, so it cannot render the target; "
+                          "give [target] image = FILE for an external run")
+    with Optimization(*names, **kw, external=True) as opt:
+        opt.save(out / "checkpoint")
+    log.info("external run set up in %s: use rendergrad ask/tell", out)
 
 
 def write_outputs(out: Path, result: Result) -> None:

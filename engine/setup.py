@@ -1,0 +1,72 @@
+"""Setting a run up: plugins from names, the torch optimizer, and the checks that come first.
+
+Everything here runs before the first render, so a mistake in a run file costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .errors import ConfigError, IncompatiblePluginsError
+from .registry import Registry
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+
+
+def resolve(reg: Registry, kind: str, obj: Any, options: Mapping[str, Any] | None) -> Any:
+    """A plugin instance from a name (created with ``options``) or the instance itself."""
+    if isinstance(obj, str):
+        return reg.create(kind, obj, dict(options or {}))
+    if options:
+        raise ConfigError(f"{kind} options were given but the {kind} is already an instance")
+    return obj
+
+
+def make_optimizer(name: str, params: list[torch.Tensor], lr: float, options: Mapping[str, Any] | None):
+    """The torch optimizer ``name`` over ``params``; fused Adam where the caller did not choose."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    options = dict(options or {})
+    given = dict(options)
+    if name in ("adam", "adamw") and not {"fused", "foreach", "capturable", "differentiable"} & set(options):
+        options["fused"] = True  # one kernel per step: a third of the per-step optimizer overhead
+    try:
+        return OPTIMIZERS[name](params, lr=lr, **options)
+    except Exception as e:  # torch's own checks raise TypeError, ValueError, IndexError...
+        raise ConfigError(f"optimizer {name!r} refused its options {given}: {type(e).__name__}: {e}; "
+                          "fix [optimizer] options") from None
+
+
+def check_compatible(renderer: Any, estimator: Any, *, external: bool = False) -> None:
+    """Refuse an estimator that needs gradients the renderer (or a render farm) cannot give."""
+    if not getattr(estimator, "requires_differentiable", False):
+        return
+    if external:
+        raise IncompatiblePluginsError(
+            f"estimator {estimator.name!r} needs images differentiable with respect to the parameters, "
+            "which renders made outside this process cannot carry. Use a black-box estimator "
+            "(prdpt, zerograds, spsa, fd) for external renders.")
+    if not getattr(renderer, "differentiable", False):
+        raise IncompatiblePluginsError(
+            f"estimator {estimator.name!r} needs gradients from the renderer, but renderer "
+            f"{renderer.name!r} is forward-only. Use a black-box estimator (e.g. prdpt, zerograds, spsa, fd) "
+            "or a differentiable mode of the renderer.")
+
+
+def check_settings(steps: int, lr: float, lr_decay: float | None) -> None:
+    """Refuse step counts and learning rates that cannot mean anything."""
+    if steps < 0:
+        raise ConfigError("steps must be >= 0")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    if lr_decay is not None and not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+        raise ConfigError(f"lr_decay is the final learning rate as a fraction of lr, in (0, 1]; got {lr_decay!r}")
