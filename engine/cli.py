@@ -7,6 +7,8 @@
     rendergrad ask DIR                          write the next batch to render, print its path
     rendergrad tell DIR --batch F --images D    answer it (or --losses FILE)
     rendergrad demo [--out DIR]                 the plateau task, solved by every estimator
+    rendergrad meta-train FAMILY.toml --out DIR learn a start and step sizes for a family of tasks
+    rendergrad run FILE.toml --meta DIR ...     start from them: a few plain gradient steps
 
 Plugins add their own subcommands through the ``rendergrad_add_commands`` hook.
 """
@@ -68,14 +70,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         check_out_dir(out, force=args.force)
         cfg = load_config(args.file, args.set or [])
+        if args.meta and not any(s.split("=", 1)[0].strip() == "optimizer.steps" for s in args.set or []):
+            from .meta import load_meta
+            cfg["optimizer"]["steps"] = load_meta(args.meta).inner_steps  # the steps it was learned for
         if args.external:
-            run_config(cfg, out, external=True)
+            run_config(cfg, out, external=True, meta=args.meta)
             print(f"set up {out} for external renders; next: rendergrad ask {out}")
             return 0
-        result = run_config(cfg, out, resume=False, progress=progress)
+        result = run_config(cfg, out, resume=False, progress=progress, meta=args.meta)
     print(f"loss {result.loss:.6g} after {result.evaluations} renders in {result.wall_time_s:.1f}s "
           f"({result.stopped}); params {json.dumps(result.params) if len(json.dumps(result.params)) < 300 else '...'}")
     print(f"wrote {out / 'result.json'}")
+    return 0
+
+
+def _cmd_meta_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .meta.train import meta_train, resume_meta
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume:
+        out = Path(args.resume)
+        learned = resume_meta(out, progress=progress)
+    else:
+        if not args.file or not args.out:
+            raise RendergradError("meta-train needs a family run file and --out DIR (or --resume DIR)")
+        out = Path(args.out)
+        learned = meta_train(load_config(args.file, args.set or []), out, progress=progress)
+    ev = learned.info.get("evaluation") or {}
+    mt = learned.info["meta_training"]
+    print(f"meta-trained {mt['outer_steps']} outer steps on {mt['tasks']} tasks: {mt['renders']} renders "
+          f"in {mt['seconds']:.1f}s; a new task costs {learned.info['inference']['renders_per_task']} renders")
+    if ev:
+        print(f"held-out tasks: loss {ev['loss_before']:.4g} at the learned start, {ev['loss_after']:.4g} after "
+              f"{learned.inner_steps} steps")
+    print(f"wrote {out / 'meta.json'}")
     return 0
 
 
@@ -121,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     sr.add_argument("--force", action="store_true", help="overwrite the run already in --out DIR")
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sr.add_argument("--meta", metavar="META_DIR",
+                    help="start from a meta-train result: learned start and step sizes, its inner_steps steps")
     sr.add_argument("--external", action="store_true",
                     help="only set DIR up: images come from outside through `rendergrad ask`/`tell`")
     sr.set_defaults(func=_cmd_run)
@@ -135,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     told.add_argument("--images", help="folder with one EXR/NPY/PNG per candidate, in name order")
     told.add_argument("--losses", help="JSON list or text file: one loss per candidate")
     st.set_defaults(func=_cmd_tell)
+
+    sm = sub.add_parser("meta-train", help="learn a starting point and step sizes for a family of tasks",
+                        description="A family run file: [target] ranges or images, and [meta] settings "
+                                    "(see docs/meta.md). Writes META_DIR/meta.json and meta_curve.png.")
+    sm.add_argument("file", nargs="?", help="family run file (TOML)")
+    sm.add_argument("--out", help="output folder (META_DIR)")
+    sm.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    sm.add_argument("--resume", metavar="DIR", help="continue the meta-training in DIR from its checkpoint")
+    sm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sm.set_defaults(func=_cmd_meta_train)
 
     sd = sub.add_parser("demo", help="the plateau task on the toy renderer, solved by every estimator")
     sd.add_argument("--out", default="rendergrad-demo", help="output folder (default: %(default)s)")
@@ -198,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hint = f" Resume with: rendergrad run --resume {folder}"
             elif folder:
                 hint = " Nothing was saved yet, so there is nothing to resume."
+        elif args.command == "meta-train":
+            hint = f" Resume with: rendergrad meta-train --resume {args.resume or args.out}"
         print(f"\nrendergrad: interrupted.{hint}", file=sys.stderr)
         return 130
 

@@ -30,6 +30,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "target": {
         "params": ((dict,), "render the target with the renderer at these parameter values"),
         "image": ((str,), "or: a reference image file (EXR, PNG, NPY), relative to the config file"),
+        "images": ((str,), "a family (meta-train): a folder or glob of target images, one task each"),
+        "ranges": ((dict,), "a family (meta-train): {name = [low, high]} uniform ranges of target parameters; "
+                            "`params` fixes the others"),
     },
     "objective": {
         "name": ((str,), "objective plugin name"),
@@ -59,6 +62,20 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "params": {
         "init": ((dict,), "initial values overriding the renderer's defaults"),
     },
+    "meta": {
+        "inner_steps": ((int,), "plain gradient steps per task in the inner loop (and at inference)"),
+        "order": ((str,), "\"first\" (any estimator) or \"second\" (through the inner loop; differentiable renderer)"),
+        "tasks": ((int,), "training tasks drawn from target.ranges (target.images: every image not held out)"),
+        "test_tasks": ((int,), "tasks held out for evaluation"),
+        "tasks_per_batch": ((int,), "tasks per outer step"),
+        "outer_steps": ((int,), "meta-gradient steps"),
+        "meta_lr": ((int, float), "Adam learning rate of the outer loop (on u0 and log step size)"),
+        "meta_lr_decay": ((int, float), "final meta_lr as a fraction of meta_lr (geometric decay)"),
+        "step_size": ((int, float), "initial step size of every coordinate; 0: chosen from the first gradients"),
+        "seed": ((int,), "seed of task sampling, batches and estimator noise"),
+        "checkpoint_every": ((int,), "save a resumable checkpoint every N outer steps"),
+        "eval_every": ((int,), "evaluate on the held-out tasks every N outer steps (0: 10 times per run)"),
+    },
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,6 +86,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "optimizer": {"name": "adam", "lr": 0.01, "steps": 100, "seed": 0, "options": {},
                   "min_delta": 0.0, "checkpoint_every": 0, "checkpoint_seconds": 60, "snapshot_every": 0},
     "params": {"init": {}},
+    "meta": {"inner_steps": 10, "order": "first", "tasks": 32, "test_tasks": 8, "tasks_per_batch": 4,
+             "outer_steps": 100, "meta_lr": 0.01, "meta_lr_decay": 0.1, "step_size": 0, "seed": 0,
+             "checkpoint_every": 10, "eval_every": 0},
 }
 
 
@@ -104,6 +124,10 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     t = out["target"]
     if "params" in t and "image" in t:
         raise ConfigError("[target] takes either `params` or `image`, not both")
+    family = [k for k in ("image", "images", "ranges") if k in t]
+    if len(family) > 1 or ("images" in t and "params" in t):
+        raise ConfigError(f"[target] takes one of `image`, `images` (a family of images) or `ranges` "
+                          f"(with optional fixed `params`); got {', '.join(sorted(t))}")
     o = out["optimizer"]
     if o["steps"] < 0:
         raise ConfigError("[optimizer] steps must be >= 0")
@@ -160,7 +184,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     cfg = validate(apply_overrides(raw, overrides))
-    img = cfg["target"].get("image")
-    if img and not Path(img).is_absolute():
-        cfg["target"]["image"] = str((path.parent / img).resolve())
+    for key in ("image", "images"):
+        img = cfg["target"].get(key)
+        if img and not Path(img).is_absolute():
+            cfg["target"][key] = str((path.parent / img).resolve())
     return cfg

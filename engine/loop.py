@@ -55,6 +55,7 @@ def optimize(
     final_render: bool = True,
     close: bool = False,
     registry: Registry | None = None,
+    meta: Any = None,
 ) -> Result:
     """Optimize a renderer's parameters so its image minimises the objective.
 
@@ -74,6 +75,10 @@ def optimize(
     A renderer created here by name is closed when the run ends (its workers do not wait for a
     finalizer); ``close=True`` closes a renderer given as an instance too. The same run can be
     driven step by step with :class:`~rendergrad.optimization.Optimization` (``ask``/``tell``).
+
+    ``meta`` (a ``meta-train`` folder, a ``meta.json`` path or :class:`rendergrad.meta.MetaParams`)
+    starts from the learned point instead of ``init`` and takes plain gradient steps with the
+    learned per-coordinate step sizes instead of ``optimizer``/``lr``.
     """
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir")
@@ -85,7 +90,7 @@ def optimize(
         max_renders=max_renders, target_loss=target_loss, patience=patience, min_delta=min_delta,
         callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, max_batch=max_batch,
-        registry=registry)
+        registry=registry, meta=meta)
     try:
         if resume:
             run.resume(checkpoint_dir)

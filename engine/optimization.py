@@ -48,7 +48,7 @@ from .setup import check_compatible, check_settings, make_optimizer, resolve
 # Settings saved with the state, so ``load`` re-creates the run by name.
 SETTINGS = ("renderer_options", "objective_options", "estimator_options", "init", "optimizer", "lr",
             "optimizer_options", "lr_decay", "steps", "seed", "max_renders", "target_loss", "patience",
-            "min_delta", "max_batch", "external", "checkpoint_every", "checkpoint_seconds")
+            "min_delta", "max_batch", "external", "checkpoint_every", "checkpoint_seconds", "meta")
 
 
 class Optimization:
@@ -71,7 +71,12 @@ class Optimization:
                  callbacks: Sequence[Callback] = (), progress: bool = False,
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                  checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
-                 max_batch: int | None = None, external: bool = False, registry: Registry | None = None):
+                 max_batch: int | None = None, external: bool = False, registry: Registry | None = None,
+                 meta: Any = None):
+        if meta is not None:  # learned start and per-coordinate steps replace init and the optimizer
+            from .meta import load_meta
+            meta = load_meta(meta)
+            optimizer, lr, optimizer_options = "meta-sgd", 1.0, None
         settings = dict(locals())
         self.settings = {k: settings[k] for k in SETTINGS}
         self.names = {k: settings[k] if isinstance(settings[k], str) else None
@@ -103,6 +108,9 @@ class Optimization:
         s = self.settings
         self.space = space = self.renderer.parameter_space()
         u0 = space.to_unit(space.flatten(init or {}, what="init"))
+        if s["meta"] is not None:
+            s["meta"].check(space)
+            u0 = s["meta"].u0.clone()
         torch.manual_seed(generator_seed(s["seed"]))
         self.gen = torch.Generator().manual_seed(generator_seed(s["seed"]))
         self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"])
@@ -117,7 +125,11 @@ class Optimization:
         self.objective.prepare(target)
         self.evaluator.target = self.target = target
         self.u = torch.nn.Parameter(u0.clone())
-        self.opt = make_optimizer(s["optimizer"], [self.u], s["lr"], s["optimizer_options"])
+        if s["meta"] is not None:
+            from .meta import PerCoordinateSGD
+            self.opt = PerCoordinateSGD([self.u], s["meta"].step_sizes, lr=s["lr"])
+        else:
+            self.opt = make_optimizer(s["optimizer"], [self.u], s["lr"], s["optimizer_options"])
         self.estimator.setup(space, s["steps"])
 
     def _init_state(self) -> None:
@@ -456,7 +468,10 @@ class Optimization:
         }
 
     def _saved_settings(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.settings.items()}
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.settings.items()}
+        if out.get("meta") is not None:
+            out["meta"] = out["meta"].to_json()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`: the same step, the same pending batch."""

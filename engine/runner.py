@@ -93,13 +93,18 @@ def _library_log_to(handler: logging.Handler):
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None, external: bool = False) -> Result | None:
+               registry: Registry | None = None, external: bool = False, meta: Any = None) -> Result | None:
     """Run a validated config, writing everything into ``out``.
 
     ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
+    ``meta``: a ``meta-train`` folder or ``meta.json``; it is copied into ``out`` (a resumed run
+    picks it up from there).
     """
     out = Path(out)
     cfg = validate(cfg)
+    if "ranges" in cfg["target"] or "images" in cfg["target"]:
+        raise ConfigError("[target] ranges / images describe a family of tasks: learn from it with "
+                          "`rendergrad meta-train FILE --out DIR`; a run needs one target (params or image)")
     o = cfg["optimizer"]
     # Everything a user can get wrong in the files is checked before the folder is written.
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
@@ -107,6 +112,11 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     # An external run's renderer may not exist here (it runs on a farm): not made then.
     renderer = None if external else reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
     out.mkdir(parents=True, exist_ok=True)
+    if meta is None and resume and (out / "meta.json").exists():
+        meta = out / "meta.json"
+    if meta is not None and not resume:
+        from .meta import load_meta
+        load_meta(meta).save(out)
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
@@ -129,6 +139,8 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             checkpoint_seconds=float(o["checkpoint_seconds"]),
             max_batch=o.get("max_batch"), registry=reg,
     )
+    if meta is not None:
+        kw["meta"] = meta
     names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
     if external:
         return start_external(names, kw, out, log)
