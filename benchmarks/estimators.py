@@ -149,29 +149,15 @@ def summarise(task, runs: list[dict[str, Any]], reference: str = "zerograds") ->
 
 
 def plot_task(task, by_method: dict[str, list[dict[str, Any]]], path: Path, budget: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from rendergrad.plotting import band_plot
     grid = np.linspace(0, budget, 200)
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for method, rs in by_method.items():
-        errs = np.array([[max(error_at(r["curve"], g), 1e-16) for g in grid] for r in rs])
-        med = np.median(errs, axis=0)
-        style = "--" if method.startswith("zerograds-") else "-"
-        line, = ax.plot(grid, med, style, lw=1.5, label=method)
-        if len(rs) > 1:
-            ax.fill_between(grid, np.quantile(errs, 0.25, axis=0), np.quantile(errs, 0.75, axis=0),
-                            color=line.get_color(), alpha=0.15, lw=0)
-    ax.axhline(task.success, color="k", lw=0.8, ls=":", label="success")
-    ax.set_yscale("log")
-    ax.set_xlabel("renders")
-    ax.set_ylabel("parameter error")
-    ax.set_title(f"{task.name}: median and interquartile range over seeds", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves = {method: [[max(error_at(r["curve"], g), 1e-16) for g in grid] for r in rs]
+              for method, rs in by_method.items()}
+    band_plot(path, grid, curves, hline=task.success, hline_label="success",
+              dashed=[m for m in curves if m.startswith("zerograds-")],
+              title=f"{task.name}: median and interquartile range over seeds")
 
 
 def main(argv: list[str] | None = None) -> int:

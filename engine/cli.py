@@ -9,6 +9,9 @@
     rendergrad demo [--out DIR]                 the plateau task, solved by every estimator
     rendergrad meta-train FAMILY.toml --out DIR learn a start and step sizes for a family of tasks
     rendergrad run FILE.toml --meta DIR ...     start from them: a few plain gradient steps
+    rendergrad runs DIR [--sort COL] [--json]   a table of every run under DIR
+    rendergrad compare RUN... [--out PNG]       their convergence curves in one plot
+    rendergrad report DIR                       (re)write DIR/report.html
 
 Plugins add their own subcommands through the ``rendergrad_add_commands`` hook.
 """
@@ -31,6 +34,8 @@ EPILOG = """examples:
   rendergrad run examples/toy/plateau.toml --out runs/plateau
   rendergrad run examples/toy/plateau.toml --out runs/p2 --set estimator.name=spsa --set optimizer.steps=400
   rendergrad run --resume runs/plateau            # after Ctrl-C or a crashed worker
+  rendergrad runs runs/ --sort best_loss
+  rendergrad compare runs/plateau runs/p2 --out compare.png
 
 A run file has sections [renderer] [target] [objective] [estimator] [optimizer] [params];
 see docs/configuration.md. Parameters are optimized in a normalised [0,1] space, so
@@ -63,7 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                   "--out or --force with it (use --set to change a value)")
         out = Path(args.resume)
         cfg = validate(apply_overrides(read_run_config(out), args.set or []))
-        result = run_config(cfg, out, resume=True, progress=progress)
+        result = run_config(cfg, out, resume=True, progress=progress, echo=print)
     else:
         if not args.file or not args.out:
             raise RendergradError("run needs a config file and --out DIR (or --resume DIR)")
@@ -77,10 +82,51 @@ def _cmd_run(args: argparse.Namespace) -> int:
             run_config(cfg, out, external=True, meta=args.meta)
             print(f"set up {out} for external renders; next: rendergrad ask {out}")
             return 0
-        result = run_config(cfg, out, resume=False, progress=progress, meta=args.meta)
+        result = run_config(cfg, out, resume=False, progress=progress, meta=args.meta, echo=print)
     print(f"loss {result.loss:.6g} after {result.evaluations} renders in {result.wall_time_s:.1f}s "
           f"({result.stopped}); params {json.dumps(result.params) if len(json.dumps(result.params)) < 300 else '...'}")
-    print(f"wrote {out / 'result.json'}")
+    print(f"wrote {out / 'result.json'} and {out / 'report.html'}")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import find_runs, format_table, sort_records, summarize
+    root = Path(args.dir)
+    records = sort_records([summarize(p, root) for p in find_runs(root)], args.sort, args.reverse)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+    elif not records:
+        print(f"no runs under {root} (a run folder holds config.json or result.json)")
+    else:
+        print(format_table(records))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .plotting import convergence_plot
+    from .runs import find_runs, format_table, histories, is_run_dir, summarize
+    runs: list[Path] = []
+    for r in map(Path, args.runs):
+        if not r.exists():
+            raise RendergradError(f"{r}: no such run folder")
+        runs += [r] if is_run_dir(r) else find_runs(r)  # a folder of runs stands for all of them
+    if not runs:
+        raise RendergradError(f"no run folders in {' '.join(args.runs)} (a run folder holds config.json or result.json)")
+    curves = histories(runs)
+    x = {"renders": "evaluations", "steps": "step"}[args.x]
+    path = convergence_plot(Path(args.out), curves, title=args.title or f"{len(curves)} runs", x=x)
+    print(format_table([summarize(p) for p in runs]))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .runs import is_run_dir
+    d = Path(args.dir)
+    if not is_run_dir(d):
+        raise RendergradError(f"{d} is not a rendergrad run folder (no config.json or result.json)")
+    print(f"wrote {write_report(d)}")
     return 0
 
 
@@ -137,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("plugins", help="list renderers, objectives and estimators, with availability")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.add_argument("--kind", choices=["renderer", "objective", "estimator"], help="only this kind")
+    sp.add_argument("--kind", choices=["renderer", "objective", "estimator", "executor", "callback"], help="only this kind")
     sp.set_defaults(func=_cmd_plugins)
 
     sr = sub.add_parser("run", help="run an optimization described by a TOML file",
@@ -182,6 +228,26 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--seed", type=int, default=0)
     sd.add_argument("--no-progress", action="store_true")
     sd.set_defaults(func=_cmd_demo)
+
+    sl = sub.add_parser("runs", help="a table of every run under a folder: status, losses, renders, wall time")
+    sl.add_argument("dir", help="folder holding run folders (searched recursively)")
+    sl.add_argument("--sort", default="run", metavar="COLUMN",
+                    help="run, status, renderer, estimator, renders, steps, final_loss, best_loss, "
+                         "param_error, wall_time_s (default: %(default)s)")
+    sl.add_argument("--reverse", action="store_true", help="sort descending")
+    sl.add_argument("--json", action="store_true", help="machine-readable output")
+    sl.set_defaults(func=_cmd_runs)
+
+    sc = sub.add_parser("compare", help="convergence curves of several runs (loss against renders) in one plot")
+    sc.add_argument("runs", nargs="+", metavar="RUN", help="run folders (a folder of runs stands for all of them)")
+    sc.add_argument("--out", default="compare.png", help="output PNG (default: %(default)s)")
+    sc.add_argument("--x", choices=["renders", "steps"], default="renders", help="x axis (default: %(default)s)")
+    sc.add_argument("--title", default="")
+    sc.set_defaults(func=_cmd_compare)
+
+    sp2 = sub.add_parser("report", help="(re)write a run folder's report.html")
+    sp2.add_argument("dir", help="run folder")
+    sp2.set_defaults(func=_cmd_report)
 
     from .registry import registry
     for hook, label in registry().command_hooks:

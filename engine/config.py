@@ -62,6 +62,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "params": {
         "init": ((dict,), "initial values overriding the renderer's defaults"),
     },
+    "executor": {
+        "name": ((str,), "where renders run: local (this process), processes, ray (see docs/executors.md)"),
+        "options": ((dict,), "keyword arguments for the executor, e.g. { workers = 4 }"),
+    },
     "meta": {
         "inner_steps": ((int,), "plain gradient steps per task in the inner loop (and at inference)"),
         "order": ((str,), "\"first\" (any estimator) or \"second\" (through the inner loop; differentiable renderer)"),
@@ -76,7 +80,13 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "checkpoint_every": ((int,), "save a resumable checkpoint every N outer steps"),
         "eval_every": ((int,), "evaluate on the held-out tasks every N outer steps (0: 10 times per run)"),
     },
+    "callbacks": {
+        "name": ((str,), "callback plugin name: progress, snapshots, tensorboard, ... (see `rendergrad plugins`)"),
+        "options": ((dict,), "keyword arguments for the callback"),
+    },
 }
+# Sections written as arrays of tables (``[[callbacks]]``): any number of entries, in order.
+LIST_SECTIONS = {"callbacks"}
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "renderer": {"options": {}},
@@ -86,6 +96,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "optimizer": {"name": "adam", "lr": 0.01, "steps": 100, "seed": 0, "options": {},
                   "min_delta": 0.0, "checkpoint_every": 0, "checkpoint_seconds": 60, "snapshot_every": 0},
     "params": {"init": {}},
+    "executor": {"name": "local", "options": {}},
     "meta": {"inner_steps": 10, "order": "first", "tasks": 32, "test_tasks": 8, "tasks_per_batch": 4,
              "outer_steps": 100, "meta_lr": 0.01, "meta_lr_decay": 0.1, "step_size": 0, "seed": 0,
              "checkpoint_every": 10, "eval_every": 0},
@@ -106,6 +117,9 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if section not in SCHEMA:
             raise ConfigError(f"unknown section [{section}]{suggest(section, SCHEMA)}; "
                               f"valid sections: {', '.join(f'[{s}]' for s in SCHEMA)}")
+        if section in LIST_SECTIONS:
+            out[section] = _validate_list(section, body)
+            continue
         if not isinstance(body, Mapping):
             raise ConfigError(f"[{section}] must be a table, got {type(body).__name__}")
         for key, value in body.items():
@@ -119,6 +133,8 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"[{section}] {key} must be {want}, got {value!r}")
     for section, defaults in DEFAULTS.items():
         out[section] = {**copy.deepcopy(defaults), **copy.deepcopy(dict(cfg.get(section, {})))}
+    for section in LIST_SECTIONS:
+        out.setdefault(section, [])
     if "name" not in out["renderer"]:
         raise ConfigError("[renderer] name is required, e.g. name = \"toy\" (see `rendergrad plugins`)")
     t = out["target"]
@@ -143,6 +159,28 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _validate_list(section: str, body: Any) -> list[dict[str, Any]]:
+    """An array of tables such as ``[[callbacks]]``: each entry needs a name; options default to {}."""
+    if not isinstance(body, list):
+        raise ConfigError(f"{section} must be an array of tables: write [[{section}]] (double brackets), "
+                          f"got {type(body).__name__}")
+    entries = []
+    for i, entry in enumerate(body):
+        where = f"[[{section}]] #{i + 1}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a table with name = \"...\", got {entry!r}")
+        for key, value in entry.items():
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"unknown key {key!r} in {where}{suggest(key, SCHEMA[section])}; valid keys: "
+                                  + ", ".join(SCHEMA[section]))
+            types, _ = SCHEMA[section][key]
+            if isinstance(value, bool) or not isinstance(value, types):
+                want = " or ".join(t.__name__ for t in types)
+                raise ConfigError(f"{where} {key} must be {want}, got {value!r}")
+        if "name" not in entry:
+            raise ConfigError(f"{where} needs a name, e.g. name = \"progress\" (see `rendergrad plugins --kind callback`)")
+        entries.append({"options": {}, **copy.deepcopy(dict(entry))})
+    return entries
 
 
 def parse_value(text: str) -> Any:
@@ -163,6 +201,9 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         keys = [k.strip() for k in path.split(".")]
         if any(not k for k in keys):
             raise ConfigError(f"--set {path}: empty key between dots; write section.key, e.g. optimizer.lr")
+        if keys and keys[0] in LIST_SECTIONS and len(keys) == 1:  # --set 'callbacks=[{name="progress"}]'
+            cfg[keys[0]] = parse_value(text.strip())
+            continue
         if len(keys) < 2:
             raise ConfigError(f"--set key must name a section and a key, e.g. optimizer.lr, got {path!r}")
         node = cfg

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import RendererFailure, RendererOutputError, RendergradError
+from .executors import Executor, LocalExecutor, RenderTask
 from .interfaces import Objective, Renderer
 from .params import ParamSpace
 
@@ -44,7 +45,8 @@ def as_image_batch(images: Any, *, batch: int | None = None, who: str = "rendere
 class BatchEvaluator:
     """Renders, validates, scores and counts. Callable as an estimator's ``loss_fn``.
 
-    ``max_batch`` splits a large batch into chunks (bounded memory, or one chunk per worker).
+    ``max_batch`` splits a large batch into chunks (bounded memory, or one chunk per worker);
+    ``executor`` (started) renders them, in this process by default.
     ``check_finite`` makes a NaN/inf image a :class:`RendererOutputError` naming the offending
     parameter values. ``clamp`` keeps perturbed samples inside the declared bounds (estimators
     such as PRDPT perturb with σ ≈ half the domain; a renderer must never see an IOR below 1
@@ -53,7 +55,7 @@ class BatchEvaluator:
 
     def __init__(self, renderer: Renderer, objective: Objective, space: ParamSpace,
                  target: torch.Tensor | None, *, max_batch: int | None = None,
-                 check_finite: bool = True, clamp: bool = True):
+                 check_finite: bool = True, clamp: bool = True, executor: Executor | None = None):
         self.renderer = renderer
         self.objective = objective
         self.space = space
@@ -66,6 +68,12 @@ class BatchEvaluator:
         self.extra_renders = 0    # target, snapshots, final image: reported, not optimization cost
         self.render_seconds = 0.0
         self.image_shape: tuple[int, ...] | None = None
+        self.render_index = 0     # images asked for so far (counted or not): each image's place
+        self.render_batches = 0   # render_theta calls so far
+        if executor is None:      # in-process, with this renderer (started here)
+            executor = LocalExecutor()
+            executor.start(renderer, None)
+        self.executor = executor  # a started executor: where the chunks are rendered
         # What render() receives: float64, so a value at a bound is the bound itself (a trip
         # through float32 turns 0.85 into 0.8500000238418579, outside [0.15, 0.85]).
         self.render_dtype = torch.float64
@@ -82,21 +90,36 @@ class BatchEvaluator:
         theta = self.space.clamp_theta(theta)
         chunks = [theta] if not self.max_batch or theta.shape[0] <= self.max_batch \
             else list(torch.split(theta, self.max_batch))
-        out = []
+        # Every image has a place in the run (render index, batch index) whichever worker renders
+        # it: the executor hands both to the renderer, so results do not depend on the executor.
+        tasks, index = [], self.render_index
         for chunk in chunks:
-            t0 = time.perf_counter()
-            try:
-                raw = self.renderer.render(chunk)
-            except RendergradError:
-                raise
-            except Exception as e:
-                raise RendererFailure(
-                    f"renderer {self.renderer.name!r} failed on a batch of {chunk.shape[0]}: "
-                    f"{type(e).__name__}: {e}") from e
-            self.render_seconds += time.perf_counter() - t0
+            tasks.append(RenderTask(chunk, index, self.render_batches))
+            index += chunk.shape[0]
+        self.render_index, self.render_batches = index, self.render_batches + 1
+        t0 = time.perf_counter()
+        try:
+            raws = self.executor.render(tasks)
+        except RendergradError:
+            raise
+        except Exception as e:
+            raise RendererFailure(
+                f"renderer {self.renderer.name!r} failed on a batch of {theta.shape[0]}: "
+                f"{type(e).__name__}: {e}") from e
+        self.render_seconds += time.perf_counter() - t0
+        out = []
+        for chunk, raw in zip(chunks, raws):
             self.renders += chunk.shape[0]
             out.append(self.validate(raw, chunk, who=f"renderer {self.renderer.name!r}"))
         return out[0] if len(out) == 1 else torch.cat(out)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the run is in its sequence of images: what a resumed run must continue from."""
+        return {"render_index": self.render_index, "render_batches": self.render_batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.render_index = int(state.get("render_index", self.renders + self.extra_renders))
+        self.render_batches = int(state.get("render_batches", 0))
 
     def validate(self, raw: Any, theta: torch.Tensor, *, who: str) -> torch.Tensor:
         """Check images for ``theta`` (count, shape, same size as before, finite); return ``[B,H,W,C]``.

@@ -49,6 +49,31 @@ def rendergrad_estimators():
 
 
 @hookspec
+def rendergrad_callbacks():
+    """Return a list of :class:`rendergrad.callbacks.Callback` subclasses this plugin provides.
+
+    Each class needs a unique ``name`` (what a run file's ``[[callbacks]] name`` refers to) and
+    any of ``on_start(**kw)``, ``on_step(*, record, **kw)``, ``on_end(*, result, **kw)``; a hook
+    receives only the keyword arguments it names (or all with ``**kw``). Constructor keyword
+    arguments are the run's ``[[callbacks]] options``. An optional ``announce(run_dir)`` returns
+    a line ``rendergrad run`` prints before the run starts (e.g. how to watch it).
+    """
+
+
+@hookspec
+def rendergrad_executors():
+    """Return a list of :class:`rendergrad.executors.Executor` subclasses this plugin provides.
+
+    An executor decides where a batch's renders run (this process, worker processes, a
+    cluster); the evaluator still counts, validates and scores every image. Each class needs a
+    unique ``name`` (what a run's ``[executor] name`` refers to) and ``render(tasks)``, which
+    returns each task's images in order after calling ``renderer.seek(index, batch)`` (see
+    :func:`rendergrad.executors.seek_and_render`) so images do not depend on which worker
+    rendered them. Constructor keyword arguments are the run's ``[executor] options``.
+    """
+
+
+@hookspec
 def rendergrad_add_commands(subparsers):
     """Add subcommands to the ``rendergrad`` command line.
 

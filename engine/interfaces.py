@@ -76,6 +76,17 @@ class Renderer(Plugin):
         """
         return []
 
+    def seek(self, index: int, batch: int) -> None:
+        """Where the next :meth:`render` sits in the run; renderers with noise override it.
+
+        ``index`` is the run's number of the first image (how many images were asked for
+        before it), ``batch`` the number of the batch it belongs to. Executors call this before
+        every ``render`` in whichever process renders the chunk, so a renderer that derives each
+        image's seed from its own seed and these numbers (``index + row`` for independent noise,
+        ``batch`` for noise shared within a batch) gives the same images on any worker, after
+        any retry. Default: nothing (deterministic renderers need no seeds).
+        """
+
     # Optional: renderers with internal randomness (per-render seeds) return it here so a
     # resumed run continues bit-identically.
     def state_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .callbacks import Callback
+from .callbacks import Callback, CallbackList
 from .checkpoint import DEFAULT_CHECKPOINT_SECONDS
 from .errors import ConfigError
 from .interfaces import GradientEstimator, Objective, Renderer
@@ -45,13 +45,15 @@ def optimize(
     target_loss: float | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback | str] | CallbackList = (),
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
     checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
     resume: bool = False,
     max_batch: int | None = None,
+    executor: Any = "local",
+    executor_options: Mapping[str, Any] | None = None,
     final_render: bool = True,
     close: bool = False,
     registry: Registry | None = None,
@@ -79,6 +81,10 @@ def optimize(
     ``meta`` (a ``meta-train`` folder, a ``meta.json`` path or :class:`rendergrad.meta.MetaParams`)
     starts from the learned point instead of ``init`` and takes plain gradient steps with the
     learned per-coordinate step sizes instead of ``optimizer``/``lr``.
+
+    ``executor`` (a plugin name with ``executor_options``, or an instance) decides where renders
+    run: ``"local"`` (this process), ``"processes"``, ``"ray"``; results are the same with any.
+    One made from a name is stopped when the run ends, however it ends.
     """
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir")
@@ -90,7 +96,7 @@ def optimize(
         max_renders=max_renders, target_loss=target_loss, patience=patience, min_delta=min_delta,
         callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, max_batch=max_batch,
-        registry=registry, meta=meta)
+        registry=registry, meta=meta, executor=executor, executor_options=executor_options)
     try:
         if resume:
             run.resume(checkpoint_dir)

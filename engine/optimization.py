@@ -33,13 +33,14 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .asktell import Answer, Batch, BatchError, ReplayLoss, _Pending, batch_id, refuse_id
-from .callbacks import Callback, ProgressBar
+from .callbacks import Callback, CallbackList, ProgressBar, resolve_callbacks
 from .checkpoint import DEFAULT_CHECKPOINT_SECONDS, CheckpointSchedule, deferred_interrupts, load_checkpoint, \
     save_checkpoint
 from .imageio import check_target_image
 from .seeding import generator_seed
 from .errors import ConfigError, RendergradError
 from .evaluation import BatchEvaluator
+from .executors import RendererRecipe, check_executor, resolve_executor
 from .interfaces import Estimate, StepContext
 from .registry import Registry, registry as default_registry
 from .result import HISTORY_PARAM_MAX_ELEMENTS, Result
@@ -68,10 +69,11 @@ class Optimization:
                  optimizer: str = "adam", lr: float = 0.01, optimizer_options: Mapping[str, Any] | None = None,
                  lr_decay: float | None = None, steps: int = 100, seed: int = 0, max_renders: int | None = None,
                  target_loss: float | None = None, patience: int | None = None, min_delta: float = 0.0,
-                 callbacks: Sequence[Callback] = (), progress: bool = False,
+                 callbacks: Sequence[Callback | str] | CallbackList = (), progress: bool = False,
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                  checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
                  max_batch: int | None = None, external: bool = False, registry: Registry | None = None,
+                 executor: Any = "local", executor_options: Mapping[str, Any] | None = None,
                  meta: Any = None):
         if meta is not None:  # learned start and per-coordinate steps replace init and the optimizer
             from .meta import load_meta
@@ -83,12 +85,20 @@ class Optimization:
                       for k in ("renderer", "objective", "estimator")}
         self.owns_renderer = isinstance(renderer, str)
         reg = registry or default_registry()
+        cbs = resolve_callbacks(callbacks, reg)  # names and options fail here, before anything starts
+        self.executor, self.owns_executor = None, False
         self.renderer = resolve(reg, "renderer", renderer, renderer_options)
         try:
             self.objective = resolve(reg, "objective", objective, objective_options)
             self.estimator = resolve(reg, "estimator", estimator, estimator_options)
             check_compatible(self.renderer, self.estimator, external=external)
             check_settings(steps, lr, lr_decay)
+            # Where renders run; pools build their own renderers from the plugin name and options.
+            self.executor, self.owns_executor = resolve_executor(executor, executor_options, reg)
+            check_executor(self.executor, self.estimator)
+            recipe = (RendererRecipe(renderer, reg.get("renderer", renderer), dict(renderer_options or {}))
+                      if isinstance(renderer, str) else None)
+            self.executor.start(self.renderer, recipe)
             self._set_up(target, target_params, init)
         except BaseException:
             self.close()
@@ -99,7 +109,7 @@ class Optimization:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.checkpoint_every = int(checkpoint_every or 0)
         self._schedule = CheckpointSchedule(self.checkpoint_every, checkpoint_seconds)
-        self.callbacks, self.progress = list(callbacks), progress
+        self.callbacks, self.progress = cbs, progress
         self._init_state()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -113,7 +123,8 @@ class Optimization:
             u0 = s["meta"].u0.clone()
         torch.manual_seed(generator_seed(s["seed"]))
         self.gen = torch.Generator().manual_seed(generator_seed(s["seed"]))
-        self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"])
+        self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"],
+                                        executor=self.executor)
         if target is None and target_params is not None:
             theta_t = space.flatten(target_params, what="target.params")
             target = self.evaluator.preview(theta_t.unsqueeze(0))[0].detach()
@@ -160,8 +171,12 @@ class Optimization:
         self._started = True
         if self.progress:
             self.callbacks.append(ProgressBar(total=self.steps, initial=self.step))
-        for cb in self.callbacks:
-            cb.on_start(space=self.space, target=self.target, evaluator=self.evaluator)
+        settings = {**self.fingerprint, "params": ", ".join(self.space.names), "lr": self.lr, "steps": self.steps,
+                    "lr_decay": self.lr_decay, "max_renders": self.max_renders,
+                    **{f"estimator.{k}": v for k, v in (self.settings.get("estimator_options") or {}).items()}}
+        self.callbacks.on_start(space=self.space, target=self.target, evaluator=self.evaluator,
+                                u=self.u.detach().clone(), start_step=self.step, total_steps=self.steps,
+                                history=self.history, settings=settings)
 
     # -- ask / tell ------------------------------------------------------------------------
     @property
@@ -248,7 +263,7 @@ class Optimization:
                 "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "renderer": None if deep else self.renderer.state_dict(),
                 "renders": self.evaluator.renders - sum(len(a.losses) for a in self._answers),
-                "replayed": False}
+                "evaluator": self.evaluator.state_dict(), "replayed": False}
 
     def _advance(self, *, next_step: bool = True) -> None:
         """Run steps until a batch is pending or a stop rule ends the run.
@@ -340,9 +355,11 @@ class Optimization:
                 self.since_best = 0
             else:
                 self.since_best += 1
+            step = self.step
             self.step += 1
-        for cb in self.callbacks:
-            cb.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator)
+        self.callbacks.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator, step=step,
+                               elapsed_s=self.elapsed(), lr=float(self.opt.param_groups[0]["lr"]),
+                               best_loss=float(self.best["loss"]))
         if self.checkpoint_dir is not None and self._schedule.due(self.step):
             self.checkpoint()
         self._stop_after(loss)
@@ -384,10 +401,9 @@ class Optimization:
                 self.render_pending()
             while self._may_start_step():
                 self._fast_step()
-        except BaseException:
+        except BaseException as exc:
             self.checkpoint()
-            for cb in self.callbacks:
-                cb.on_end(result=None)
+            self.callbacks.on_end(result=None, error=exc)
             raise
         return self.result(final_render=final_render)
 
@@ -428,13 +444,15 @@ class Optimization:
             renderer=self.renderer.name, estimator=self.estimator.name, history=self.history,
             theta=theta_final, u=u_final, steps=len(self.history), stopped=self.stopped,
             render_seconds=ev.render_seconds, extra_renders=ev.extra_renders, final_image=final_image,
-            target_image=self.target)
-        for cb in self.callbacks:
-            cb.on_end(result=self._result)
+            target_image=self.target, executor=self.executor.summary())
+        self.callbacks.on_end(result=self._result, error=None)
         return self._result
 
     def close(self) -> None:
-        """Close the renderer if this object created it by name."""
+        """Close the renderer, and stop the executor's workers, if this object created them by name."""
+        if self.owns_executor and getattr(self, "executor", None) is not None:
+            self.owns_executor = False
+            self.executor.close()
         if self.owns_renderer and getattr(self, "renderer", None) is not None:
             self.renderer.close()
             self.owns_renderer = False
@@ -462,6 +480,7 @@ class Optimization:
             "torch_rng": snap.get("torch_rng", torch.get_rng_state()),
             "history": self.history, "renders": ev.renders, "render_seconds": ev.render_seconds,
             "extra_renders": ev.extra_renders, "elapsed": self.elapsed(),
+            "evaluator": snap.get("evaluator") or ev.state_dict(),
             "best_loss": self.best["loss"], "best_u": self.best["u"], "best_step": self.best["step"],
             "since_best": self.since_best, "patience_ref": self.patience_ref, "answers": [a.to_state() for a in self._answers],
             "target": self.target,
@@ -486,6 +505,7 @@ class Optimization:
         self.step, self.history = state["step"], state["history"]
         ev.renders, ev.render_seconds = state["renders"], state["render_seconds"]
         ev.extra_renders = state.get("extra_renders", ev.extra_renders)
+        ev.load_state_dict(state.get("evaluator", {}))
         self._elapsed_before, self._t0 = state["elapsed"], time.perf_counter()
         self.best = {"loss": state["best_loss"], "u": state["best_u"], "step": state["best_step"]}
         self.since_best = state.get("since_best", 0)
@@ -511,7 +531,8 @@ class Optimization:
         self.load_state_dict(load_checkpoint(directory, self.fingerprint))
 
     @classmethod
-    def load(cls, directory: str | Path, *, registry: Registry | None = None, callbacks: Sequence[Callback] = (),
+    def load(cls, directory: str | Path, *, registry: Registry | None = None,
+             callbacks: Sequence[Callback | str] | CallbackList = (),
              progress: bool = False, **instances: Any) -> "Optimization":
         """Re-create a saved run: plugins by name from the saved settings (or pass ``renderer=``,
         ``objective=``, ``estimator=`` instances for plugins that were given as instances)."""

@@ -16,7 +16,9 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .callbacks import Callback
 from .errors import ConfigError, PluginNotFoundError, PluginUnavailableError, RendergradError
+from .executors.base import Executor
 from .interfaces import GradientEstimator, Objective, Plugin, Renderer
 
 ENTRY_POINT_GROUP = "rendergrad"
@@ -24,6 +26,8 @@ KINDS: dict[str, tuple[str, type]] = {
     "renderer": ("rendergrad_renderers", Renderer),
     "objective": ("rendergrad_objectives", Objective),
     "estimator": ("rendergrad_estimators", GradientEstimator),
+    "executor": ("rendergrad_executors", Executor),
+    "callback": ("rendergrad_callbacks", Callback),
 }
 
 

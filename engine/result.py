@@ -32,6 +32,7 @@ class Result:
     final_image: torch.Tensor | None = None
     target_image: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)   # where the renders ran (see executors)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,5 +40,5 @@ class Result:
             "wall_time_s": self.wall_time_s, "renderer": self.renderer, "estimator": self.estimator,
             "history": self.history, "best_params": self.best_params, "best_loss": self.best_loss,
             "steps": self.steps, "stopped": self.stopped, "render_seconds": self.render_seconds,
-            "extra_renders": self.extra_renders,
+            "extra_renders": self.extra_renders, "executor": self.executor,
         }

@@ -1,8 +1,9 @@
 """``rendergrad run``: a validated config → :func:`optimize` → the output folder.
 
 Output folder layout (stable, documented in ARCHITECTURE):
-``result.json``, ``final.png``, ``target.png``, ``convergence.png``, ``run.log``, ``config.json``
-(the resolved config, used by ``--resume``), ``checkpoint/`` and optional ``snapshots/``.
+``result.json``, ``final.png``, ``target.png``, ``start.png``, ``convergence.png``, ``report.html``,
+``status.json``, ``run.log``, ``config.json`` (the resolved config, used by ``--resume``),
+``checkpoint/`` and optional ``snapshots/``, ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .callbacks import Snapshots
+from .callbacks import Snapshots, StartImage, resolve_callbacks
 from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
@@ -23,6 +24,8 @@ from .loop import Result, optimize
 from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
+from .report import write_report
+from .runs import write_status
 
 CONFIG_NAME = "config.json"
 
@@ -93,12 +96,15 @@ def _library_log_to(handler: logging.Handler):
 
 
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
-               registry: Registry | None = None, external: bool = False, meta: Any = None) -> Result | None:
+               registry: Registry | None = None, external: bool = False, meta: Any = None,
+               echo: Callable[[str], None] | None = None) -> Result | None:
     """Run a validated config, writing everything into ``out``.
 
     ``external=True`` only sets the run up for ``rendergrad ask``/``tell`` (returns None).
     ``meta``: a ``meta-train`` folder or ``meta.json``; it is copied into ``out`` (a resumed run
     picks it up from there).
+    ``echo`` receives the lines callbacks want a person to see before the run starts (the
+    ``tensorboard --logdir`` line); they also go to ``run.log``.
     """
     out = Path(out)
     cfg = validate(cfg)
@@ -109,8 +115,10 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     # Everything a user can get wrong in the files is checked before the folder is written.
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     reg = registry or default_registry()
-    # An external run's renderer may not exist here (it runs on a farm): not made then.
-    renderer = None if external else reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
+    # Made here, before the folder is written, when it renders in this process. An external
+    # run's renderer may not exist here (a farm renders), and a pool builds its own.
+    renderer = None if external or cfg["executor"]["name"] != "local" else \
+        reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
     out.mkdir(parents=True, exist_ok=True)
     if meta is None and resume and (out / "meta.json").exists():
         meta = out / "meta.json"
@@ -126,7 +134,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     if defaults:
         log.info("target.params leaves out %s: the target is rendered with their initial values %s",
                  ", ".join(defaults), json.dumps(defaults))
-    callbacks = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    snapshots = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
     kw = dict(
             renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
             estimator_options=cfg["estimator"]["options"], target=target,
@@ -143,23 +151,41 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         kw["meta"] = meta
     names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
     if external:
-        return start_external(names, kw, out, log)
-    del kw["renderer_options"]  # the renderer was made above, so its option errors came first
+        start_external(names, kw, out, log)
+        write_status(out, "running", external=True)  # images come from outside: no process to watch
+        return None
+    callbacks = resolve_callbacks([*cfg["callbacks"], *snapshots, StartImage(out / "start.png")], reg,
+                                  context={"run_dir": out})
+    for line in callbacks.announcements():
+        log.info(line)
+        if echo is not None:
+            echo(line)
+    write_status(out, "running", resumed=resume)
+    first: Any = names[0]
+    if renderer is not None:  # made above (in-process executor), so its option errors came first
+        first = renderer
+        del kw["renderer_options"]
     try:
-        with _library_log_to(log.handlers[0]):
-            result = optimize(renderer, *names[1:], **kw, callbacks=callbacks, progress=progress, resume=resume,
-                              close=True)
+        with _library_log_to(log.handlers[0]):  # bridge and executor workers' restarts go to run.log
+            result = optimize(first, *names[1:], **kw, callbacks=callbacks, progress=progress, resume=resume,
+                              close=True, executor=cfg["executor"]["name"],
+                              executor_options=cfg["executor"]["options"])
     except KeyboardInterrupt:
         saved = (out / "checkpoint" / "checkpoint.pt").exists()
         log.warning("interrupted (Ctrl-C); %s", f"progress is kept in {out / 'checkpoint'}" if saved
                     else "no checkpoint was written yet")
         _log_workers(log, renderer)
+        write_status(out, "interrupted")
+        _report(out, log)
         raise
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
         _log_workers(log, renderer)
-        with contextlib.suppress(Exception):  # a failure before the loop began leaves it open
-            renderer.close()
+        if renderer is not None:
+            with contextlib.suppress(Exception):  # a failure before the loop began leaves it open
+                renderer.close()
+        write_status(out, "failed", error=f"{type(e).__name__}: {e}")
+        _report(out, log)
         raise
     if defaults:
         result.info["target_defaults"] = defaults
@@ -217,8 +243,18 @@ def write_outputs(out: Path, result: Result) -> None:
         save_png(out / "target.png", result.target_image)
     with warnings.catch_warnings():  # an empty history (steps = 0) is an empty plot, not a warning
         warnings.simplefilter("ignore")
-        convergence_plot(out / "convergence.png", {result.estimator: result.history},
+        convergence_plot(out / "convergence.png", {result.estimator: result.history}, best=True,
                          title=f"{result.renderer} / {result.estimator}")
+    write_status(out, "finished", stopped=result.stopped)
+    write_report(out)
+
+
+def _report(out: Path, log: logging.Logger) -> None:
+    """The report of a run that did not finish; never hides the error that stopped it."""
+    try:
+        write_report(out)
+    except Exception as e:  # pragma: no cover - a broken folder must not mask the run's error
+        log.error("could not write %s: %s: %s", out / "report.html", type(e).__name__, e)
 
 
 def resume_dir(out: str | Path, *, progress: bool = True, registry: Registry | None = None) -> Result:

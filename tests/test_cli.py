@@ -162,7 +162,7 @@ def test_snapshots_and_contact_sheet(tmp_path):
     assert shots == ["step_00005.png", "step_00010.png", "step_00015.png", "step_00020.png"]
     assert (out / "snapshots/sheet.png").stat().st_size > 1000
     result = json.loads((out / "result.json").read_text())
-    assert result["evaluations"] == 20 and result["extra_renders"] == 2 + 4  # target, final, 4 snapshots
+    assert result["evaluations"] == 20 and result["extra_renders"] == 3 + 4  # target, start, final, 4 snapshots
 
 
 def test_unknown_option_shows_the_subcommands_usage(tmp_path):

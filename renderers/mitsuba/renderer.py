@@ -158,6 +158,10 @@ class MitsubaRenderer(Renderer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._counter = int(state.get("counter", 0))
 
+    def seek(self, index: int, batch: int) -> None:
+        """Seeds follow each image's place in the run, so any worker renders the same image."""
+        self._counter = int(batch) if self.seed_mode == "common" else int(index)
+
     def close(self) -> None:
         self._wrapped = None
         self.scene = None
