@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks estimators", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, smaller budgets, no ablations")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; 2 with --quick)")
-    ap.add_argument("--tasks", default=",".join(["box", "toy", "rosenbrock", "plateau", "led", "texture"]))
+    ap.add_argument("--tasks", default=",".join(["box", "toy", "rosenbrock", "plateau", "mixed_lamp", "mixed_pose",
+                                                 "mixed_two_lights", "led", "texture"]))
     ap.add_argument("--methods", default="", help="comma-separated subset of methods (default: all)")
     ap.add_argument("--no-ablations", action="store_true", help="skip the ZeroGrads ablation runs")
     ap.add_argument("--led-segments", type=int, default=None, help="LED display size (default 336; 64 with --quick)")
@@ -188,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         tasks[name] = (task, kw)
         budget = args.budget or (task.quick_budget if args.quick and task.quick_budget else task.budget)
         methods = dict(task.methods)
-        if not (args.quick or args.no_ablations) and name in ABLATION_TASKS and "zerograds" in methods:
-            base = methods["zerograds"]
+        if not (args.quick or args.no_ablations) and name in ABLATION_TASKS and "zerograds-tuned" in methods:
+            base = methods["zerograds-tuned"]   # the ablations switch off one fix of the tuned setting
             for label, change in ABLATIONS.items():
                 methods[label] = dict(base, options={**base["options"], **change})
         for method, spec in methods.items():

@@ -66,8 +66,8 @@ def _renderer(task: dict[str, Any], mode: str, res: tuple[int, int], spp: int, s
 
 METHODS = {
     # name: (renderer mode, estimator, estimator options)
-    "analytic": ("differentiable", "analytic", {}),
-    "prdpt": ("forward", "prdpt", {"sigma": 0.25, "samples": 4}),
+    "analytic": ("differentiable", "analytic", {"allow_nondifferentiable": True}),  # the ior row shows it stuck
+    "prdpt": ("forward", "prdpt", {"sigma": 0.25, "samples": 4, "schedule": "paper"}),
     "zerograds": ("forward", "zerograds", {"sigma": 0.33, "samples": 4}),
 }
 

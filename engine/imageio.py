@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .color import linear_to_srgb, srgb_to_linear  # noqa: F401  (re-exported: the one sRGB transfer)
 from .errors import ConfigError
 
 
@@ -19,15 +20,6 @@ def _np(img: Any) -> np.ndarray:
     if isinstance(img, torch.Tensor):
         img = img.detach().to("cpu", torch.float32).numpy()
     return np.asarray(img, dtype=np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
 def to_display(img: Any, exposure: float = 0.0) -> np.ndarray:
@@ -52,17 +44,61 @@ def save_png(path: str | Path, img: Any) -> Path:
 
 
 def save_exr(path: str | Path, img: Any) -> Path:
-    """Write linear float32 RGB(A) EXR (needs the ``exr`` extra)."""
-    import OpenEXR
-    a = np.ascontiguousarray(_np(img))  # non-contiguous arrays are written as garbage
-    if a.ndim == 2:
-        a = a[..., None]
-    channels = {1: "Y", 3: "RGB", 4: "RGBA"}.get(a.shape[-1])
-    if channels is None:
-        raise ValueError(f"cannot write a {a.shape[-1]}-channel image as EXR")
-    data = a[..., 0] if channels == "Y" else a
+    """Write linear float32 RGB(A) or grey EXR (needs the ``exr`` extra)."""
+    a = _np(img)
+    return write_exr_layers(path, {"": a[..., None] if a.ndim == 2 else a})
+
+
+def _openexr(what: str = "reading or writing EXR"):
+    try:
+        import OpenEXR
+    except ImportError:
+        raise ConfigError(f"{what} needs OpenEXR: pip install 'rendergrad[exr]'") from None
+    return OpenEXR
+
+
+def read_exr_layers(path: str | Path) -> dict[str, np.ndarray]:
+    """Every layer of an EXR as ``{layer: [H,W,C]}`` float32 (RGB, RGBA or Y); the unnamed layer is ``""``.
+
+    The one EXR reader: targets, OLAT bases and Blender's frames all come through here.
+    """
+    OpenEXR = _openexr()
+    try:
+        with OpenEXR.File(str(path), separate_channels=True) as f:
+            chans = {k: np.asarray(v.pixels) for k, v in f.channels().items()}
+    except Exception as e:
+        raise ConfigError(f"{path}: not a readable EXR file ({type(e).__name__}: {e})") from None
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    for full, px in chans.items():
+        parts = full.split(".")
+        # OpenEXR reports channels of a grouped write as "layer.RGB.R"; plain files as "layer.R".
+        if len(parts) >= 2 and parts[-2] in ("RGB", "RGBA"):
+            parts = parts[:-2] + parts[-1:]
+        layers.setdefault(".".join(parts[:-1]), {})[parts[-1]] = px
+    out = {}
+    for layer, ch in layers.items():
+        if all(c in ch for c in "RGB"):
+            out[layer] = np.stack([ch[c] for c in ("RGBA" if "A" in ch else "RGB")], axis=-1)
+        elif "Y" in ch:
+            out[layer] = ch["Y"][..., None]
+        elif len(ch) == 1:
+            out[layer] = next(iter(ch.values()))[..., None]
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def write_exr_layers(path: str | Path, layers: dict[str, Any]) -> Path:
+    """Write ``{layer: [H,W,3]}`` as one multi-layer EXR (ZIP-compressed float32); the one EXR writer
+    for several images (``""`` is the unnamed layer)."""
+    OpenEXR = _openexr()
+    chans = {}
+    for name, img in layers.items():
+        a = _np(img)
+        key = {1: "Y", 3: "RGB", 4: "RGBA"}.get(a.shape[-1])
+        if key is None:
+            raise ValueError(f"cannot write a {a.shape[-1]}-channel image as EXR")
+        chans[f"{name}.{key}" if name else key] = np.ascontiguousarray(a[..., 0] if key == "Y" else a)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    OpenEXR.File(header, {channels: np.ascontiguousarray(data)}).write(str(path))
+    OpenEXR.File(header, chans).write(str(path))
     return Path(path)
 
 
@@ -115,22 +151,10 @@ def _read(path: Path, suffix: str) -> np.ndarray:
             raise ConfigError(f"{path} holds a {getattr(a, 'dtype', type(a))} array; a target needs numbers")
         return a.astype(np.float32)
     if suffix == ".exr":
-        try:
-            import OpenEXR
-        except ImportError:
-            raise ConfigError("reading EXR needs OpenEXR: pip install 'rendergrad[exr]'") from None
-        with OpenEXR.File(str(path)) as f:
-            ch = f.channels()
-            key = next((k for k in ("RGBA", "RGB", "Y") if k in ch), None)
-            if key is None:
-                names = sorted(ch)
-                if all(c in ch for c in "RGB"):
-                    a = np.stack([ch[c].pixels for c in "RGB"], axis=-1)
-                else:
-                    raise ConfigError(f"{path}: no RGB/RGBA/Y channels (has {names})")
-            else:
-                a = ch[key].pixels
-        return np.asarray(a, dtype=np.float32)
+        layers = read_exr_layers(path)
+        if not layers:
+            raise ConfigError(f"{path}: no RGB/RGBA/Y channels")
+        return np.asarray(layers.get("", next(iter(layers.values()))), dtype=np.float32)
     from PIL import Image
     with Image.open(path) as im:
         a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0

@@ -14,6 +14,7 @@ how every render gets counted in one place.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -22,8 +23,12 @@ import torch
 from .params import ParamSpace
 
 
-class Plugin:
+class Plugin(ABC):
     """Shared by every plugin kind: a ``name`` and an availability check.
+
+    The methods a kind cannot work without are abstract: a class that lacks one cannot be
+    instantiated, and discovery lists it as invalid (with the missing method) instead of
+    registering it.
 
     ``available()`` is a classmethod so ``rendergrad plugins`` can report on a plugin without
     constructing it (which may need a GPU, a licence, a running server...).
@@ -53,20 +58,30 @@ class Renderer(Plugin):
 
     differentiable: bool = False
 
+    @abstractmethod
     def parameter_space(self) -> ParamSpace:
-        raise NotImplementedError
+        """The parameters this renderer takes, with bounds and initial values.
 
+        Called once when a run is set up (and by tools such as ``rendergrad plugins``); returns
+        a :class:`ParamSpace` whose ``size`` is the ``n`` of every ``theta`` :meth:`render` gets.
+        """
+
+    @abstractmethod
     def render(self, theta: torch.Tensor) -> Any:
         """``theta`` ``[B, n]`` float64 in parameter units → images ``[B, H, W, C]`` float32 linear.
 
+        Called by the evaluator for every batch an estimator asks for (possibly split into
+        chunks of ``max_batch``). May return a torch tensor or a numpy array. Discrete
+        parameters arrive already rounded. With ``differentiable = True`` the images must carry
+        autograd back to ``theta``.
         Every value lies inside its ``[low, high]`` exactly; discrete parameters arrive already
         rounded. A renderer that computes in float32 casts ``theta`` itself. May return a torch
         tensor or a numpy array.
         """
-        raise NotImplementedError
 
     def close(self) -> None:
-        """Release processes, sockets, GPU memory. Called once when a run ends."""
+        """Release processes, sockets, GPU memory. Called once when a run ends; a renderer a
+        run created by name is closed by the run."""
 
     def light_parameters(self) -> list[str]:
         """Names of parameters that scale one light's emission linearly (an energy, a radiance).
@@ -90,10 +105,11 @@ class Renderer(Plugin):
     # Optional: renderers with internal randomness (per-render seeds) return it here so a
     # resumed run continues bit-identically.
     def state_dict(self) -> dict[str, Any]:
+        """The renderer's internal random state (seed counters), saved with every checkpoint."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`state_dict` returned, when a run is resumed."""
 
     def __enter__(self):
         return self
@@ -110,10 +126,15 @@ class Objective(Plugin):
     """
 
     def prepare(self, target: torch.Tensor | None) -> None:
-        """Called once with the target before the first :meth:`loss`."""
+        """Called once with the target before the first :meth:`loss`: precompute its features."""
 
+    @abstractmethod
     def loss(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """One loss per image: ``images`` ``[B, H, W, C]``, ``target`` ``[H, W, C]`` or None → ``[B]``.
+
+        Called for every rendered batch (and for images told from outside). Must be
+        differentiable in ``images`` for gradient estimators that backpropagate (``analytic``).
+        """
 
 
 class LossFunction(Protocol):
@@ -140,6 +161,11 @@ class StepContext:
     # The run's render budget, if any: schedules (σ annealing) measure progress against
     # whichever of steps or renders runs out first.
     max_renders: int | None = None
+    # What the renderer can do, so an estimator can choose or refuse a route (e.g. analytic
+    # gradients): whether it is differentiable, and the declared parameters whose derivative
+    # it drops (``Renderer.nondifferentiable_parameters()``, when the renderer has one).
+    differentiable: bool = False
+    nondifferentiable: tuple[str, ...] = ()
 
 
 @dataclass
@@ -155,6 +181,10 @@ class Estimate:
     loss: float
     renders: int
     info: dict[str, Any] = field(default_factory=dict)
+    # The update of ``u`` itself, for estimators that size their own steps from what they
+    # measured (a trust region that follows the smoothing scale): the loop adds it to ``u``
+    # (then clamps) instead of stepping the optimizer. None: the optimizer steps on ``grad``.
+    step: torch.Tensor | None = None
 
 
 class GradientEstimator(Plugin):
@@ -167,15 +197,23 @@ class GradientEstimator(Plugin):
     requires_differentiable: ClassVar[bool] = False
 
     def setup(self, space: ParamSpace, total_steps: int) -> None:
-        """Called once before the first step."""
+        """Called once before the first step with the run's parameter space and step count."""
         self.space = space
         self.total_steps = total_steps
 
+    @abstractmethod
     def estimate(self, loss_fn: LossFunction, u: torch.Tensor, ctx: StepContext) -> Estimate:
-        raise NotImplementedError
+        """The gradient at ``u`` ``[n]`` (normalised parameters), once per step.
+
+        Evaluate the loss only through ``loss_fn(u_batch[B, n])`` (one or more calls); draw
+        randomness only from ``ctx.generator``. The step may be replayed from its start (a
+        render farm answering ``ask``/``tell``), so the result must depend only on the state
+        from :meth:`state_dict`, ``u``, ``ctx`` and the values ``loss_fn`` returns.
+        """
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything the estimator carries between steps (weights, buffers, scales)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`state_dict` returned (on resume, and before each replay)."""

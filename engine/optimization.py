@@ -44,6 +44,7 @@ from .executors import RendererRecipe, check_executor, resolve_executor
 from .interfaces import Estimate, StepContext
 from .registry import Registry, registry as default_registry
 from .result import HISTORY_PARAM_MAX_ELEMENTS, Result
+from .runstate import RunState
 from .setup import check_compatible, check_settings, make_optimizer, resolve
 
 # Settings saved with the state, so ``load`` re-creates the run by name.
@@ -52,7 +53,7 @@ SETTINGS = ("renderer_options", "objective_options", "estimator_options", "init"
             "min_delta", "max_batch", "external", "checkpoint_every", "checkpoint_seconds", "meta")
 
 
-class Optimization:
+class Optimization(RunState):
     """One optimization run, advanced by :meth:`ask`/:meth:`tell` or by :meth:`run`.
 
     Takes the same arguments as :func:`rendergrad.optimize` (``renderer``, ``objective``,
@@ -254,8 +255,11 @@ class Optimization:
 
     # -- a step ----------------------------------------------------------------------------
     def _ctx(self) -> StepContext:
+        if not hasattr(self, "_caps"):  # what estimators may ask about the renderer, asked once
+            self._caps = {"differentiable": bool(getattr(self.renderer, "differentiable", False)),
+                          "nondifferentiable": tuple(getattr(self.renderer, "nondifferentiable_parameters", list)())}
         return StepContext(step=self.step, total_steps=self.steps, generator=self.gen,
-                           max_renders=self.max_renders)
+                           max_renders=self.max_renders, **self._caps)
 
     def _snapshot(self, deep: bool) -> dict[str, Any]:
         """The state a step starts from. ``deep`` copies the estimator's state for replays."""
@@ -324,8 +328,9 @@ class Optimization:
                 "lower the learning rate or the smoothing scale, or check the objective")
         return grad
 
-    def _apply(self, grad: torch.Tensor) -> None:
-        """The optimizer step on ``u``, with the learning-rate decay, clamped to the bounds."""
+    def _apply(self, grad: torch.Tensor, step: torch.Tensor | None = None) -> None:
+        """The optimizer step on ``u``, with the learning-rate decay, clamped to the bounds; or the
+        estimator's own ``step`` (an estimator that sized its step), clamped too."""
         self.u.grad = grad  # replaces the previous step's gradient; no zero_grad needed
         if self.lr_decay is not None:
             # Geometric decay to lr·lr_decay over the run (steps or render budget, whichever
@@ -335,14 +340,18 @@ class Optimization:
                 done = max(done, self.evaluator.renders / self.max_renders)
             for group in self.opt.param_groups:
                 group["lr"] = self.lr * float(self.lr_decay) ** min(done, 1.0)
-        self.opt.step()
+        if step is None:
+            self.opt.step()
+        else:
+            with torch.no_grad():
+                self.u.add_(torch.as_tensor(step).detach().reshape(-1).to(self.u.dtype))
         with torch.no_grad():
             self.u.clamp_(0.0, 1.0)
 
     def _complete_step(self, est: Estimate, u_now: torch.Tensor) -> None:
         grad = self._gradient(est, u_now)
         with deferred_interrupts():  # a Ctrl-C here: the step is taken and recorded, or not at all
-            self._apply(grad)
+            self._apply(grad, est.step)
             loss = float(est.loss)
             record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders,
                       "params": self.space.decode(self.space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)}
@@ -462,95 +471,3 @@ class Optimization:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # -- state -----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything :meth:`load_state_dict` needs to continue exactly (torch-loadable with
-        ``weights_only=True``): the state at the start of the open step, plus its told batches."""
-        snap = self._snap or {}
-        est = snap.get("estimator")
-        ev = self.evaluator
-        return {
-            "fingerprint": self.fingerprint, "names": self.names, "settings": self._saved_settings(),
-            "run_id": self.run_id, "step": self.step, "u": self.u.detach().clone(),
-            "optimizer": self.opt.state_dict(),
-            "estimator": est if est is not None else self.estimator.state_dict(),
-            "renderer": snap.get("renderer") or self.renderer.state_dict(),
-            "generator": snap.get("generator", self.gen.get_state()),
-            "torch_rng": snap.get("torch_rng", torch.get_rng_state()),
-            "history": self.history, "renders": ev.renders, "render_seconds": ev.render_seconds,
-            "extra_renders": ev.extra_renders, "elapsed": self.elapsed(),
-            "evaluator": snap.get("evaluator") or ev.state_dict(),
-            "best_loss": self.best["loss"], "best_u": self.best["u"], "best_step": self.best["step"],
-            "since_best": self.since_best, "patience_ref": self.patience_ref, "answers": [a.to_state() for a in self._answers],
-            "target": self.target,
-        }
-
-    def _saved_settings(self) -> dict[str, Any]:
-        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.settings.items()}
-        if out.get("meta") is not None:
-            out["meta"] = out["meta"].to_json()
-        return out
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`: the same step, the same pending batch."""
-        with torch.no_grad():
-            self.u.copy_(state["u"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.estimator.load_state_dict(state["estimator"])
-        self.renderer.load_state_dict(state["renderer"])
-        self.gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        ev = self.evaluator
-        self.step, self.history = state["step"], state["history"]
-        ev.renders, ev.render_seconds = state["renders"], state["render_seconds"]
-        ev.extra_renders = state.get("extra_renders", ev.extra_renders)
-        ev.load_state_dict(state.get("evaluator", {}))
-        self._elapsed_before, self._t0 = state["elapsed"], time.perf_counter()
-        self.best = {"loss": state["best_loss"], "u": state["best_u"], "step": state["best_step"]}
-        self.since_best = state.get("since_best", 0)
-        self.patience_ref = state.get("patience_ref", state["best_loss"])
-        self.run_id = state.get("run_id", self.run_id)
-        self._answers = [Answer.from_state(a) for a in state.get("answers", [])]
-        self._pending, self._snap, self.stopped, self._result = None, None, None, None
-        if self._answers:
-            self._snap = self._snapshot(deep=True)
-
-    def checkpoint(self) -> None:
-        """Save to ``checkpoint_dir`` if the run has one."""
-        if self.checkpoint_dir is not None:
-            with deferred_interrupts():  # a second Ctrl-C cannot cut the save short
-                self.save(self.checkpoint_dir)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write the state to ``directory/checkpoint.pt`` (atomically)."""
-        return save_checkpoint(directory, self.state_dict())
-
-    def resume(self, directory: str | Path) -> None:
-        """Load the state saved in ``directory``, checking that it belongs to this run."""
-        self.load_state_dict(load_checkpoint(directory, self.fingerprint))
-
-    @classmethod
-    def load(cls, directory: str | Path, *, registry: Registry | None = None,
-             callbacks: Sequence[Callback | str] | CallbackList = (),
-             progress: bool = False, **instances: Any) -> "Optimization":
-        """Re-create a saved run: plugins by name from the saved settings (or pass ``renderer=``,
-        ``objective=``, ``estimator=`` instances for plugins that were given as instances)."""
-        state = load_checkpoint(directory)
-        if "settings" not in state:
-            raise ConfigError(f"{directory} holds a checkpoint without its settings; resume it with "
-                              "rendergrad run --resume, or save it with Optimization.save")
-        kw = dict(state["settings"])
-        for kind in ("renderer", "objective", "estimator"):
-            if kind in instances:
-                kw[kind] = instances[kind]
-                kw[f"{kind}_options"] = None
-            elif state["names"].get(kind) is None:
-                raise ConfigError(f"the saved run's {kind} was an instance; pass it again: "
-                                  f"Optimization.load({str(directory)!r}, {kind}=...)")
-            else:
-                kw[kind] = state["names"][kind]
-        opt = cls(kw.pop("renderer"), kw.pop("objective"), kw.pop("estimator"), target=state.get("target"),
-                  registry=registry, callbacks=callbacks, progress=progress, **kw)
-        opt.resume(directory)
-        return opt

@@ -154,22 +154,49 @@ def discover(extra_plugins: list[Any] | None = None) -> Registry:
         pm.register(obj)
         sources.append((obj, getattr(obj, "__name__", "(in-process)"), "", "(registered in-process)"))
 
-    for module, dist, ver, label in sources:
-        if callable(getattr(module, "rendergrad_add_commands", None)):
-            reg.command_hooks.append((module.rendergrad_add_commands, label))
-        for kind, (hook, base) in KINDS.items():
-            fn = getattr(module, hook, None)
-            if fn is None:
-                continue
-            try:
-                classes = list(fn() or [])
+    labels = {id(module): (dist, ver, label) for module, dist, ver, label in sources}
+    for impl in pm.hook.rendergrad_add_commands.get_hookimpls():
+        reg.command_hooks.append((impl.function, labels.get(id(impl.plugin), ("", "", impl.plugin_name))[2]))
+    for kind, (hook, base) in KINDS.items():
+        for impl in getattr(pm.hook, hook).get_hookimpls():  # in registration order
+            dist, ver, label = labels.get(id(impl.plugin), ("?", "?", impl.plugin_name))
+            try:  # one plugin's failure is its own: call each implementation separately
+                classes = list(impl.function() or [])
             except Exception as e:
                 reg.broken.append(PluginInfo(kind, label, None, dist, ver, label, False,
                                              f"{hook}() raised {type(e).__name__}: {e}"))
                 continue
             for cls in classes:
                 _add(reg, kind, base, cls, dist, ver, label)
+    reg.broken.extend(check_pending(pm, labels))
     return reg
+
+
+def check_pending(pm: pluggy.PluginManager, labels: dict[int, tuple[str, str, str]]) -> list[PluginInfo]:
+    """Hook implementations no hook specification matches (a misspelled hook), with the closest name.
+
+    The rest of the plugin keeps working; ``rendergrad plugins`` shows the entry. Functions named
+    like a hook but missing the ``@rendergrad.hookimpl`` marker are reported too: pluggy would
+    silently skip them.
+    """
+    specs = [n for n in dir(hookspecs) if n.startswith("rendergrad_")]
+    found: list[PluginInfo] = []
+
+    def report(plugin: Any, name: str, why: str) -> None:
+        dist, ver, label = labels.get(id(plugin), ("?", "?", str(pm.get_name(plugin))))
+        close = difflib.get_close_matches(name, specs, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; hooks are: {', '.join(specs)}"
+        found.append(PluginInfo("?", name, None, dist, ver, label, False, f"{why}{hint}"))
+
+    for plugin in pm.get_plugins():
+        for attr in dir(plugin):
+            fn = getattr(plugin, attr, None)
+            if not attr.startswith("rendergrad_") or not callable(fn) or attr in specs:
+                if attr in specs and callable(fn) and not hasattr(fn, f"{hookspecs.PROJECT}_impl"):
+                    report(plugin, attr, f"hook {attr!r} is not marked with @rendergrad.hookimpl and is ignored")
+                continue
+            report(plugin, attr, f"{attr!r} is not a rendergrad hook")
+    return found
 
 
 def _add(reg: Registry, kind: str, base: type, cls: Any, dist: str, ver: str, label: str) -> None:
@@ -177,6 +204,11 @@ def _add(reg: Registry, kind: str, base: type, cls: Any, dist: str, ver: str, la
     if not (inspect.isclass(cls) and issubclass(cls, base)) or not name:
         reg.broken.append(PluginInfo(kind, str(name or cls), None, dist, ver, label, False,
                                      f"not a {base.__name__} subclass with a `name`"))
+        return
+    if inspect.isabstract(cls):
+        missing = ", ".join(f"{m}()" for m in sorted(cls.__abstractmethods__))
+        reg.broken.append(PluginInfo(kind, name, None, dist, ver, label, False,
+                                     f"invalid {kind}: {cls.__name__} does not implement {missing}"))
         return
     if name in reg.plugins[kind]:
         prev = reg.plugins[kind][name]

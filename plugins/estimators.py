@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
-from rendergrad.errors import ConfigError
+from rendergrad.errors import ConfigError, IncompatiblePluginsError
 
 
 class Analytic(GradientEstimator):
@@ -18,7 +18,18 @@ class Analytic(GradientEstimator):
     name = "analytic"
     requires_differentiable = True
 
+    def __init__(self, allow_nondifferentiable: bool = False):
+        # Off by default: a parameter whose derivative the renderer drops gets an exactly zero
+        # gradient, so it would silently never move.
+        self.allow_nondifferentiable = bool(allow_nondifferentiable)
+
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
+        if ctx is not None and ctx.nondifferentiable and not self.allow_nondifferentiable:
+            raise IncompatiblePluginsError(
+                f"analytic: the renderer does not differentiate parameter(s) "
+                f"{', '.join(repr(n) for n in ctx.nondifferentiable)}, so their gradient would be exactly zero "
+                "and they would never move. Use a forward-only estimator (prdpt, zerograds, spsa, or the "
+                "cma baseline), or set allow_nondifferentiable = true to optimise the other parameters only.")
         x = u.detach().clone().requires_grad_(True)
         loss = loss_fn(x.unsqueeze(0), differentiable=True)[0]
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)

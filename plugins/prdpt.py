@@ -55,12 +55,23 @@ from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
 from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
-from .schedules import SigmaSchedule, progress
+from .schedules import AdaptiveSigma, SigmaSchedule, progress
 
 SAMPLERS = ("gaussian", "importance")
 MODES = ("score", "reparam")
 TRANSFORMS = ("none", "log")
-BOUNDS = ("clamp", "shift")
+BOUNDS = ("clamp", "shift", "reflect")
+
+
+def reflect_into_unit(x: torch.Tensor) -> torch.Tensor:
+    """Mirror values at 0 and 1 until they lie in ``[0, 1]`` (period 2, even about each bound).
+
+    Samples reflected this way smooth the loss's mirror-image extension beyond the bounds, whose
+    slope at a bound is zero: the estimate never pulls parameters *into* a bound the way
+    clamping (a flat extension) does where the loss rises outward.
+    """
+    y = torch.remainder(x, 2.0)
+    return torch.where(y > 1.0, 2.0 - y, y)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -106,17 +117,23 @@ class PRDPT(GradientEstimator):
 
     name = "prdpt"
 
-    def __init__(self, sigma: float = 0.5, sigma_min: float = 0.01, schedule: str | Callable = "paper",
+    def __init__(self, sigma: float | None = None, sigma_min: float | None = None,
+                 schedule: str | Callable = "adaptive",
                  anneal_start: float = 0.5, points: Sequence[Sequence[float]] | None = None,
                  samples: int = 2, antithetic: bool = True, sampler: str = "gaussian",
                  mode: str = "score", qmc: bool = False, center: bool = False, sigma_step: bool = True,
-                 transform: str = "none", bounds: str = "clamp"):
+                 transform: str = "none", bounds: str | None = None, sigma_max: float = 0.3,
+                 normalize: bool | None = None, step: float = 0.5, adapt: dict[str, float] | None = None,
+                 reflect_margin: float = 0.05):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
             raise ConfigError(f"prdpt: mode {mode!r} is not one of {MODES}")
         if transform not in TRANSFORMS:
             raise ConfigError(f"prdpt: transform {transform!r} is not one of {TRANSFORMS}")
+        adaptive = schedule == "adaptive" and points is None
+        if bounds is None:
+            bounds = "reflect" if adaptive else "clamp"
         if bounds not in BOUNDS:
             raise ConfigError(f"prdpt: bounds {bounds!r} is not one of {BOUNDS}")
         if mode == "reparam" and sampler != "gaussian":
@@ -129,8 +146,24 @@ class PRDPT(GradientEstimator):
         if mode == "score" and not antithetic and samples < 2:
             raise ConfigError("prdpt: the score estimator without antithetic pairs needs samples >= 2 "
                               "(it subtracts the batch mean as a baseline)")
-        self.schedule = SigmaSchedule(schedule, sigma=sigma, sigma_min=sigma_min, anneal_start=anneal_start,
-                                      points=points, who="prdpt")
+        self.adaptive: AdaptiveSigma | None = None
+        if adaptive:
+            self.adaptive = AdaptiveSigma(sigma=0.1 if sigma is None else sigma,
+                                          sigma_min=1e-5 if sigma_min is None else sigma_min,
+                                          sigma_max=sigma_max, who="prdpt", **dict(adapt or {}))
+            self.schedule = SigmaSchedule("constant", sigma=self.adaptive.sigma0, sigma_min=self.adaptive.sigma0,
+                                          who="prdpt")
+        else:
+            self.schedule = SigmaSchedule(schedule, sigma=0.5 if sigma is None else sigma,
+                                          sigma_min=0.01 if sigma_min is None else sigma_min,
+                                          anneal_start=anneal_start, points=points, who="prdpt")
+        # Normalised steps (the gradient's direction, at length σ/σ₀ per coordinate on average):
+        # the step no longer follows the loss's scale, which can span orders of magnitude.
+        self.normalize = adaptive if normalize is None else bool(normalize)
+        if not step > 0:
+            raise ConfigError(f"prdpt: step (the step length as a fraction of σ) must be > 0, got {step!r}")
+        self.step = float(step)
+        self.reflect_margin = float(reflect_margin)
         self.samples, self.antithetic, self.sampler, self.mode = samples, bool(antithetic), sampler, mode
         self.qmc, self.center, self.sigma_step = bool(qmc), bool(center), bool(sigma_step)
         # An instance attribute: the loop checks it, so the reparameterised mode refuses
@@ -144,6 +177,8 @@ class PRDPT(GradientEstimator):
         super().setup(space, total_steps)
         self.scales = space.sigma_scales()
         self.loss_scale = None
+        if self.adaptive is not None:
+            self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -153,17 +188,25 @@ class PRDPT(GradientEstimator):
         return torch.log(losses.clamp_min(0.0) / self.loss_scale + 1e-12)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"loss_scale": self.loss_scale}
+        out: dict[str, Any] = {"loss_scale": self.loss_scale}
+        if self.adaptive is not None:
+            out["adaptive"] = self.adaptive.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss_scale = state.get("loss_scale") if state else None
+        if self.adaptive is not None and state and "adaptive" in state:
+            self.adaptive.load_state_dict(state["adaptive"])
 
     def sigma_at(self, ctx: StepContext, renders: int = 0) -> float:
+        if self.adaptive is not None:
+            return self.adaptive.sigma
         return self.schedule(progress(ctx.step, ctx.total_steps, renders, ctx.max_renders))
 
     # -- the estimator ---------------------------------------------------------------------
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         n = u.shape[0]
+        u0 = u
         scales = self.scales if self.scales is not None and self.scales.shape[0] == n \
             else torch.ones(n, dtype=torch.float64)
         sigma = self.sigma_at(ctx, getattr(loss_fn, "renders", 0))
@@ -175,18 +218,21 @@ class PRDPT(GradientEstimator):
             z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
         eps = z * sig
         offsets = torch.cat([eps, -eps]) if self.antithetic else eps
-        if self.bounds == "shift":  # keep (almost) all samples inside: see the module docstring
-            margin = (2.0 * sig).clamp(max=0.5)
+        if self.bounds in ("shift", "reflect"):  # keep (almost) all samples inside: see the module docstring
+            margin = (2.0 * sig).clamp(max=0.5) if self.bounds == "shift" else sig.clamp(max=self.reflect_margin)
             u = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
+        points_at = u.unsqueeze(0) + offsets
+        if self.bounds == "reflect":
+            points_at = reflect_into_unit(points_at)
 
         if self.mode == "reparam":
-            x = (u.unsqueeze(0) + offsets).detach().requires_grad_(True)
+            x = points_at.detach().requires_grad_(True)
             losses = loss_fn(x, differentiable=True)
             (g,) = torch.autograd.grad(self._transformed(losses).sum(), x, allow_unused=True)
             grad = torch.zeros_like(u) if g is None else g.detach().mean(0)
             losses = losses.detach()
         else:
-            losses = loss_fn(u.unsqueeze(0) + offsets).detach().to(u.dtype)
+            losses = loss_fn(points_at).detach().to(u.dtype)
             values = self._transformed(losses)
             if self.antithetic:
                 diff = (values[:m] - values[m:]) / 2.0                     # f(u+ε) − f(u−ε), halved
@@ -198,17 +244,33 @@ class PRDPT(GradientEstimator):
             else:
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
-        if self.sigma_step:
+        flat = bool(float(losses.max() - losses.min()) <= 1e-12 * max(float(losses.abs().max()), 1e-300))
+        if self.normalize:
+            norm = float(torch.linalg.vector_norm(grad))
+            grad = grad * (math.sqrt(n) / norm) if norm > 0 and math.isfinite(norm) else torch.zeros_like(grad)
+        step = None
+        if self.adaptive is not None:
+            # directions that push a parameter already at its bound further out are not steps
+            # that can be taken: leave them out of the path length
+            pinned = ((u0 <= 0.0) & (grad > 0)) | ((u0 >= 1.0) & (grad < 0))
+            direction = torch.where(pinned, torch.zeros_like(grad), grad)
+            norm = float(torch.linalg.vector_norm(direction))
+            # a trust region that follows σ: a step of `step`·σ per coordinate (on average)
+            # down the smoothed gradient; σ then adapts from the directions seen
+            step = torch.zeros_like(grad) if flat or not norm > 0 else \
+                -self.step * sig * direction * (math.sqrt(n) / norm)
+            self.adaptive.update(direction, flat=flat)
+        elif self.sigma_step:
             # Scale by σ/σ₀: Adam's step is lr · m/√v with v remembering past magnitudes, so the
             # steps shrink as the kernel narrows — the parameters settle to the resolution the
             # smoothing currently has instead of jittering at lr around the optimum.
-            grad = grad * (sigma / self.schedule(0.0))
+            grad = grad * (sigma / (self.adaptive.sigma0 if self.adaptive is not None else self.schedule(0.0)))
         renders = offsets.shape[0]
         loss = float(losses.mean())
         if self.center:
             loss = float(loss_fn(u.unsqueeze(0))[0])
             renders += 1
-        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma})
+        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma}, step=step)
 
 
 @hookimpl

@@ -97,3 +97,70 @@ class SigmaSchedule:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "sigma": self.sigma, "sigma_min": self.sigma_min,
                 "anneal_start": self.anneal_start, "points": self.points}
+
+
+class AdaptiveSigma:
+    """σ adapted during the run from the estimator's own samples, not from the budget.
+
+    Why: a schedule over the run's budget only works when the budget and σ₀ suit the scene; on a
+    user's unseen scene a too-wide σ pushes parameters around for half the budget and a too-narrow
+    one never sees past the plateau. CMA-ES avoids both by adapting its step size from what the
+    samples show, and so does this controller:
+
+    * **path length** (CMA-ES's cumulative step-size adaptation, on gradient directions): an
+      exponentially fading sum ``p ← (1−c)p + √(c(2−c))·ĝ`` of the unit gradient estimates.
+      Independent directions (noise) keep ``E|p|² = 1`` and σ unchanged; directions that agree
+      (the smoothed loss still slopes the same way at the scale of the steps) make ``|p|² > 1`` and
+      widen σ; directions that flip (stepping back and forth across a minimum narrower than σ)
+      make ``|p|² < 1`` and narrow it. ``log σ += (c / damping) · (|p|² − 1) / 2``.
+    * **plateau**: when every sampled loss of a step is equal the samples saw no slope at all,
+      so σ grows by ``plateau_growth`` (the kernel must reach further to find one).
+
+    σ stays in ``[sigma_min, sigma_max]`` (fractions of each parameter's range). Estimators
+    scale their gradients by ``σ/σ₀`` so that, under Adam, the step length follows σ: the
+    parameters settle as σ narrows and travel faster when it widens.
+    """
+
+    def __init__(self, sigma: float = 0.1, sigma_min: float = 1e-5, sigma_max: float = 0.5,
+                 c: float = 0.2, damping: float = 1.0, plateau_growth: float = 1.2, who: str = "estimator"):
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ConfigError(f"{who}: sigma must be a positive number, got {sigma!r}")
+        if not (0 < sigma_min <= sigma <= sigma_max):
+            raise ConfigError(f"{who}: the adaptive schedule needs 0 < sigma_min <= sigma <= sigma_max; got "
+                              f"sigma_min={sigma_min}, sigma={sigma}, sigma_max={sigma_max}")
+        if not (0 < c <= 1) or not damping > 0 or not plateau_growth >= 1:
+            raise ConfigError(f"{who}: adaptive schedule needs 0 < c <= 1, damping > 0, plateau_growth >= 1; got "
+                              f"c={c}, damping={damping}, plateau_growth={plateau_growth}")
+        self.sigma0, self.sigma_min, self.sigma_max = float(sigma), float(sigma_min), float(sigma_max)
+        self.c, self.damping, self.plateau_growth = float(c), float(damping), float(plateau_growth)
+        self.sigma = self.sigma0
+        self.path: Any = None
+
+    def update(self, grad: Any, flat: bool = False) -> float:
+        """Adapt σ after a step whose raw gradient estimate was ``grad``; returns the new σ."""
+        import torch
+        if flat:
+            self.sigma = min(self.sigma * self.plateau_growth, self.sigma_max)
+            return self.sigma
+        g = torch.as_tensor(grad, dtype=torch.float64).reshape(-1)
+        norm = float(torch.linalg.vector_norm(g))
+        if not (norm > 0 and math.isfinite(norm)):
+            return self.sigma
+        if self.path is None:
+            self.path = torch.zeros_like(g)
+        self.path = (1 - self.c) * self.path + math.sqrt(self.c * (2 - self.c)) * g / norm
+        length2 = float(self.path @ self.path)
+        self.sigma *= math.exp(min(self.c / self.damping * (length2 - 1.0) / 2.0, 1.0))
+        self.sigma = min(max(self.sigma, self.sigma_min), self.sigma_max)
+        return self.sigma
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sigma": self.sigma, "path": None if self.path is None else self.path.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.sigma, self.path = state["sigma"], state["path"]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "adaptive", "sigma": self.sigma0, "sigma_min": self.sigma_min,
+                "sigma_max": self.sigma_max, "c": self.c, "damping": self.damping}

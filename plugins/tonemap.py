@@ -21,9 +21,9 @@ from typing import Callable
 
 import torch
 
+from rendergrad.color import srgb_decode, srgb_encode  # noqa: F401  (re-exported)
 from rendergrad.errors import ConfigError
 
-_SRGB_KNEE = 0.0031308
 
 # Row-vector form (x @ M) of the AgX matrices; the GLSL originals are column-major mat3.
 _AGX_INSET = torch.tensor([[0.842479062253094, 0.0423282422610123, 0.0423756549057051],
@@ -33,20 +33,6 @@ _AGX_OUTSET = torch.tensor([[1.19687900512017, -0.0528968517574562, -0.052971635
                             [-0.0980208811401368, 1.15190312990417, -0.0980434501171241],
                             [-0.0990297440797205, -0.0989611768448433, 1.15107367264116]], dtype=torch.float64)
 _AGX_MIN_EV, _AGX_MAX_EV = -12.47393, 4.026069
-
-
-def srgb_encode(x: torch.Tensor) -> torch.Tensor:
-    """Linear → sRGB-encoded, clipped to [0, 1]; finite gradient everywhere."""
-    x = x.clamp(0.0, 1.0)
-    safe = x.clamp_min(_SRGB_KNEE)  # pow's gradient is infinite at 0: evaluate it only above the knee
-    return torch.where(x <= _SRGB_KNEE, 12.92 * x, 1.055 * safe.pow(1.0 / 2.4) - 0.055)
-
-
-def srgb_decode(x: torch.Tensor) -> torch.Tensor:
-    """sRGB-encoded → linear (inverse of :func:`srgb_encode` on [0, 1])."""
-    x = x.clamp(0.0, 1.0)
-    safe = x.clamp_min(0.04045)
-    return torch.where(x <= 0.04045, x / 12.92, ((safe + 0.055) / 1.055).pow(2.4))
 
 
 def _rgb(x: torch.Tensor, what: str) -> None:

@@ -47,7 +47,7 @@ from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
 from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
-from .schedules import SigmaSchedule, progress
+from .schedules import AdaptiveSigma, SigmaSchedule, progress
 
 SURROGATES = ("mlp", "quadratic")
 TRANSFORMS = ("none", "log")
@@ -125,13 +125,15 @@ class ZeroGrads(GradientEstimator):
 
     name = "zerograds"
 
-    def __init__(self, sigma: float = 0.33, sigma_min: float = 0.01, schedule: str | Callable = "paper",
+    def __init__(self, sigma: float | None = None, sigma_min: float | None = None,
+                 schedule: str | Callable = "adaptive",
                  anneal_start: float = 0.5, points: Sequence[Sequence[float]] | None = None,
                  smoothing: float = 0.15, samples: int = 2, antithetic: bool = True,
                  surrogate: str = "mlp", hidden: int | None = None, layers: int | None = None,
                  encoding: int | None = None, lr: float = 1e-3, updates: int = 3,
                  fit_first: bool = True, buffer: int = 64, locality_weights: bool = True,
-                 nonnegative: bool = True, transform: str = "none"):
+                 nonnegative: bool = True, transform: str = "none", sigma_max: float = 0.3,
+                 step: float = 0.5, adapt: dict[str, float] | None = None):
         if surrogate not in SURROGATES:
             raise ConfigError(f"zerograds: surrogate {surrogate!r} is not one of {SURROGATES}")
         if transform not in TRANSFORMS:
@@ -147,8 +149,22 @@ class ZeroGrads(GradientEstimator):
             raise ConfigError("zerograds: lr (the surrogate's learning rate) must be > 0")
         if not (isinstance(buffer, int) and buffer >= 0):
             raise ConfigError("zerograds: buffer (samples kept) must be an integer >= 0")
-        self.schedule = SigmaSchedule(schedule, sigma=sigma, sigma_min=sigma_min, anneal_start=anneal_start,
-                                      points=points, who="zerograds")
+        self.adaptive: AdaptiveSigma | None = None
+        if schedule == "adaptive" and points is None:
+            # σ_o from the surrogate's own gradient directions and a step of `step`·σ_o (see
+            # schedules.AdaptiveSigma); the run's optimizer and lr are not used
+            self.adaptive = AdaptiveSigma(sigma=0.1 if sigma is None else sigma,
+                                          sigma_min=1e-5 if sigma_min is None else sigma_min,
+                                          sigma_max=sigma_max, who="zerograds", **dict(adapt or {}))
+            self.schedule = SigmaSchedule("constant", sigma=self.adaptive.sigma0, sigma_min=self.adaptive.sigma0,
+                                          who="zerograds")
+        else:
+            self.schedule = SigmaSchedule(schedule, sigma=0.33 if sigma is None else sigma,
+                                          sigma_min=0.01 if sigma_min is None else sigma_min,
+                                          anneal_start=anneal_start, points=points, who="zerograds")
+        if not step > 0:
+            raise ConfigError(f"zerograds: step (the step length as a fraction of σ_o) must be > 0, got {step!r}")
+        self.step = float(step)
         self.smoothing, self.samples, self.antithetic = float(smoothing), samples, bool(antithetic)
         self.kind, self.hidden, self.layers, self.encoding = surrogate, hidden, layers, encoding
         self.lr, self.updates, self.fit_first = float(lr), updates, bool(fit_first)
@@ -186,6 +202,8 @@ class ZeroGrads(GradientEstimator):
         self._small = sum(p.numel() for p in self.model.parameters()) < SMALL_MODEL
         self.scale = None
         self._reset_buffer(n)
+        if self.adaptive is not None:
+            self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
 
     # -- surrogate -------------------------------------------------------------------------
     def _targets(self, y: torch.Tensor) -> torch.Tensor:
@@ -228,8 +246,8 @@ class ZeroGrads(GradientEstimator):
         if self.model is None:
             raise ConfigError("zerograds: setup() was not called")
         n = u.shape[0]
-        sigma_o = self.schedule(progress(ctx.step, ctx.total_steps, getattr(loss_fn, "renders", 0),
-                                         ctx.max_renders))
+        sigma_o = self.adaptive.sigma if self.adaptive is not None else \
+            self.schedule(progress(ctx.step, ctx.total_steps, getattr(loss_fn, "renders", 0), ctx.max_renders))
         sig = (sigma_o * self.scales).to(torch.float32)
         stale_grad = None
         if not self.fit_first:  # the reference order: step on the surrogate fitted last time
@@ -262,8 +280,17 @@ class ZeroGrads(GradientEstimator):
             fit_rho, fit_y, weights = rho, y, None
         fit_loss = self.fit(fit_rho, fit_y, weights)
         grad = self.surrogate_gradient(u) if stale_grad is None else stale_grad
+        step = None
+        if self.adaptive is not None:
+            pinned = ((u <= 0.0) & (grad > 0)) | ((u >= 1.0) & (grad < 0))
+            direction = torch.where(pinned, torch.zeros_like(grad), grad)
+            norm = float(torch.linalg.vector_norm(direction))
+            flat = bool(float(y.max() - y.min()) <= 1e-12 * max(float(y.abs().max()), 1e-300))
+            step = torch.zeros_like(grad) if not (norm > 0 and math.isfinite(norm)) else \
+                -self.step * sig.to(grad.dtype) * direction * (math.sqrt(n) / norm)
+            self.adaptive.update(direction, flat=flat)
         return Estimate(grad=grad, loss=float(y.mean()), renders=int(rho.shape[0]),
-                        info={"sigma": sigma_o, "surrogate_loss": fit_loss})
+                        info={"sigma": sigma_o, "surrogate_loss": fit_loss}, step=step)
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -271,7 +298,8 @@ class ZeroGrads(GradientEstimator):
             return {}
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "scale": self.scale,
                 "buf_rho": self.buf_rho, "buf_y": self.buf_y, "buf_center": self.buf_center,
-                "buf_sigma": self.buf_sigma}
+                "buf_sigma": self.buf_sigma,
+                "adaptive": self.adaptive.state_dict() if self.adaptive is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -283,6 +311,8 @@ class ZeroGrads(GradientEstimator):
         self.scale = state["scale"]
         self.buf_rho, self.buf_y = state["buf_rho"], state["buf_y"]
         self.buf_center, self.buf_sigma = state["buf_center"], state["buf_sigma"]
+        if self.adaptive is not None and state.get("adaptive"):
+            self.adaptive.load_state_dict(state["adaptive"])
 
 
 @hookimpl

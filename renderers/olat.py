@@ -38,19 +38,14 @@ import torch
 
 from rendergrad import Param, ParamSpace, Renderer, hookimpl
 from rendergrad.errors import ConfigError
+from rendergrad.imageio import read_exr_layers, write_exr_layers
 
 FORMAT = "rendergrad-olat"
 META_NAME = "olat.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-# -- EXR ----------------------------------------------------------------------------------------
-def _exr():
-    try:
-        import OpenEXR
-    except ImportError:
-        raise ConfigError("reading OLAT bases needs OpenEXR: pip install 'rendergrad[exr]'") from None
-    return OpenEXR
+# -- EXR (one reader and writer, in rendergrad.imageio) ------------------------------------
 
 
 def _as_rgb(a: np.ndarray, what: str) -> np.ndarray:
@@ -65,33 +60,6 @@ def _as_rgb(a: np.ndarray, what: str) -> np.ndarray:
     if c in (3, 4):
         return a[..., :3]
     raise ConfigError(f"{what}: has {c} channels; an OLAT image needs 1 (grey), 3 (RGB) or 4 (RGBA)")
-
-
-def read_exr_layers(path: Path) -> dict[str, np.ndarray]:
-    """Every layer of an EXR as ``{layer: [H,W,C]}``; the unnamed layer is ``""``."""
-    OpenEXR = _exr()
-    try:
-        with OpenEXR.File(str(path), separate_channels=True) as f:
-            chans = {k: np.asarray(v.pixels) for k, v in f.channels().items()}
-    except Exception as e:
-        raise ConfigError(f"{path}: not a readable EXR file ({type(e).__name__}: {e})") from None
-    layers: dict[str, dict[str, np.ndarray]] = {}
-    for full, px in chans.items():
-        parts = full.split(".")
-        # OpenEXR reports channels of a grouped write as "layer.RGB.R"; plain files as "layer.R".
-        if len(parts) >= 2 and parts[-2] in ("RGB", "RGBA"):
-            parts = parts[:-2] + parts[-1:]
-        layer, ch = ".".join(parts[:-1]), parts[-1]
-        layers.setdefault(layer, {})[ch] = px
-    out = {}
-    for layer, ch in layers.items():
-        if all(c in ch for c in "RGB"):
-            out[layer] = np.stack([ch[c] for c in "RGB"], axis=-1)
-        elif "Y" in ch:
-            out[layer] = ch["Y"][..., None]
-        elif len(ch) == 1:
-            out[layer] = next(iter(ch.values()))[..., None]
-    return out
 
 
 def read_image(path: Path, what: str) -> np.ndarray:
@@ -225,13 +193,11 @@ class OlatBasis:
         meta.update({k: v for k, v in self.meta.items() if k not in ("lights", "base", "file", "format", "version")})
         meta.update(extra or {})
         if multilayer:
-            OpenEXR = _exr()
-            chans = {f"{n}.RGB": np.ascontiguousarray(self.images[i].float().numpy()) for i, n in enumerate(self.names)}
+            layers = {n: self.images[i].float().numpy() for i, n in enumerate(self.names)}
             if self.base is not None:
-                chans["base.RGB"] = np.ascontiguousarray(self.base.float().numpy())
+                layers["base"] = self.base.float().numpy()
                 meta["base"] = {"layer": "base"}
-            header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-            OpenEXR.File(header, chans).write(str(folder / "basis.exr"))
+            write_exr_layers(folder / "basis.exr", layers)
             meta["file"] = "basis.exr"
             for l in lights:
                 l.pop("file", None)

@@ -36,6 +36,7 @@ import torch
 
 from rendergrad import Param, ParamSpace, Renderer, hookimpl
 from rendergrad.errors import ConfigError, ParameterError
+from rendergrad.resolution import parse_resolution
 
 SHAPE_FIELDS: dict[str, dict[str, Any]] = {
     "disc": {"x": 0.5, "y": 0.5, "radius": 0.15, "color": [1.0, 1.0, 1.0], "opacity": 1.0},
@@ -59,7 +60,7 @@ class ToyRenderer(Renderer):
 
     name = "toy"
 
-    def __init__(self, resolution: int | Sequence[int] = 64, mode: str = "hard", softness: float = 2.0,
+    def __init__(self, resolution: int | Sequence[int] | Mapping[str, int] = 64, mode: str = "hard", softness: float = 2.0,
                  background: Sequence[float] = (0.05, 0.05, 0.08),
                  shapes: Sequence[Mapping[str, Any]] | None = None,
                  params: Sequence[Mapping[str, Any]] | None = None, device: str = "cpu"):
@@ -70,9 +71,7 @@ class ToyRenderer(Renderer):
         self.mode = mode
         self.differentiable = mode == "soft"
         self.softness = float(softness)
-        h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
-        if h < 1 or w < 1:
-            raise ConfigError("toy renderer: resolution must be positive")
+        h, w = parse_resolution(resolution, "toy renderer")
         self.height, self.width = int(h), int(w)
         self.device = torch.device(device)
         self.dtype = torch.float64

@@ -177,3 +177,63 @@ def test_a_renderer_made_by_name_is_closed_at_the_end(toy_scene):
     inst = Closing(**toy_scene)
     rg.optimize(inst, "mse", "spsa", steps=2, registry=reg, target_params={"x": 0.5, "y": 0.5})
     assert Closing.closed == 1  # an instance belongs to the caller
+
+
+def test_the_ask_tell_guide_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ask-tell.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "docs/ask-tell.md", "exec"), scope)
+    ref = rg.optimize("toy", "mse", "prdpt", renderer_options={"mode": "hard", "resolution": 32},
+                      target_params={"x": 0.7, "y": 0.3}, lr=0.02, steps=20, seed=0,
+                      estimator_options={"center": True}, final_render=False)
+    assert scope["result"].params == ref.params and scope["result"].evaluations == ref.evaluations == 60
+
+
+@pytest.mark.parametrize("value", [{"height": 12, "width": 20}, [12, 20]])
+def test_resolution_is_height_width_everywhere(value, toy_scene):
+    from rendergrad.resolution import parse_resolution
+    assert parse_resolution(value, "x") == (12, 20)
+    img = ToyRenderer(**{**toy_scene, "resolution": value}).render(torch.tensor([[0.5, 0.5]]))
+    assert img.shape == (1, 12, 20, 3)
+
+
+@pytest.mark.parametrize("bad", [{"height": 12}, {"h": 1, "w": 2}, [0, 4], "64", [1.5, 2]])
+def test_bad_resolutions_say_what_to_give(bad):
+    from rendergrad.resolution import parse_resolution
+    with pytest.raises(rg.ConfigError, match=r"toy renderer: resolution.*\[height, width\]"):
+        parse_resolution(bad, "toy renderer")
+
+
+def test_one_seed_vocabulary_with_the_old_names_as_aliases():
+    from rendergrad.seeds import parse_seed_mode
+    assert [parse_seed_mode(m, "r") for m in ("per_render", "independent", "per_batch", "common", "fixed")] == \
+        ["per_render", "per_render", "per_batch", "per_batch", "fixed"]
+    with pytest.raises(rg.ConfigError, match="r: seed_mode must be one of per_render, per_batch, fixed"):
+        parse_seed_mode("shared", "r")
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_one_exr_writer_and_reader_round_trip(channels, tmp_path):
+    from rendergrad.imageio import load_image, read_exr_layers, save_exr, write_exr_layers
+    img = torch.rand(5, 7, channels)
+    save_exr(tmp_path / "a.exr", img)
+    assert torch.equal(load_image(tmp_path / "a.exr"), img)
+    write_exr_layers(tmp_path / "b.exr", {"key": img[..., :1].expand(5, 7, 3), "fill": img[..., :1].expand(5, 7, 3)})
+    layers = read_exr_layers(tmp_path / "b.exr")
+    assert sorted(layers) == ["fill", "key"] and layers["key"].shape == (5, 7, 3)
+
+
+def test_options_a_checkpoint_cannot_hold_still_resume(toy_scene, tmp_path):
+    kw = dict(renderer_options=toy_scene, target_params={"x": 0.5, "y": 0.5}, steps=4, seed=2,
+              checkpoint_dir=tmp_path, checkpoint_every=2, init={"x": 0.3})
+    full = rg.optimize("toy", "mse", "spsa", **kw)
+    opt = rg.Optimization("toy", "mse", "spsa", **{**kw, "init": {"x": torch.tensor(0.3).numpy()}})  # numpy: not plain
+    opt.save(tmp_path / "odd")
+    with pytest.raises(rg.ConfigError, match="cannot be saved"):
+        rg.Optimization.load(tmp_path / "odd")
+    again = rg.optimize("toy", "mse", "spsa", **kw, resume=True)
+    assert torch.equal(again.u, full.u)

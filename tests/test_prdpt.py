@@ -216,7 +216,7 @@ def test_bad_options_are_refused_with_a_hint():
     with pytest.raises(ConfigError, match="transform"):
         PRDPT(transform="sqrt")
     with pytest.raises(ConfigError, match="bounds"):
-        PRDPT(bounds="reflect")
+        PRDPT(bounds="wrap")
 
 
 

@@ -66,6 +66,12 @@ class _NeedsGPU(rg.Renderer):
     def available(cls):
         return False, "needs CUDA"
 
+    def parameter_space(self):
+        return rg.ParamSpace([rg.Param("x")])
+
+    def render(self, theta):
+        raise RuntimeError("never called: unavailable")
+
 
 class _GPUPlugin:
     @staticmethod

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from rendergrad import hookimpl
 from rendergrad.errors import ConfigError
+from rendergrad.resolution import parse_resolution
 from rendergrad.renderers.bridge.client import BridgeRenderer
 
 
@@ -30,7 +31,7 @@ class BlenderRenderer(BridgeRenderer):
     name = "blender"
 
     def __init__(self, scene: str | None = None, params: Sequence[dict[str, Any]] | None = None,
-                 engine: str = "cycles", resolution: int | Sequence[int] = 64, samples: int = 16,
+                 engine: str = "cycles", resolution: Any = 64, samples: int = 16,
                  denoise: bool = False, threads: int | None = None, channels: int = 3,
                  max_bounces: int | None = None, persistent_data: bool = False, workers: int = 1, endpoints: str | Sequence[str] | None = None,
                  blender: str | None = None, transport: str = "ipc", timeout: float = 120.0,
@@ -44,6 +45,7 @@ class BlenderRenderer(BridgeRenderer):
                                   "drop `scene` and `params` (or drop `endpoints` to launch workers)")
             super().__init__(endpoints=endpoints, **common)
             return
+        parse_resolution(resolution, "blender renderer")  # refuse a bad size before launching Blender
         if scene is None:
             raise ConfigError("blender renderer: set `scene` (a .blend file or a .py script that builds the scene) "
                               "and `params`, or `endpoints` to attach to running Blender servers")

@@ -29,6 +29,8 @@ if __package__ in (None, ""):  # run as a file by Blender's --python: make rende
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rendergrad.errors import ConfigError, ParameterError  # noqa: E402
+from rendergrad.imageio import read_exr_layers  # noqa: E402
+from rendergrad.resolution import parse_resolution  # noqa: E402
 from rendergrad.renderers.bridge.server import Server  # noqa: E402
 
 from rendergrad.renderers.blender.paths import Binding, PathError, resolve  # noqa: E402
@@ -52,9 +54,7 @@ class BlenderServer(Server):
             raise ConfigError(f"blender: engine {engine!r} is not one of {', '.join(ENGINES)}")
         if channels not in (3, 4):
             raise ConfigError("blender: channels must be 3 (RGB) or 4 (RGBA)")
-        w, h = (resolution, resolution) if isinstance(resolution, int) else (int(resolution[0]), int(resolution[1]))
-        if w < 1 or h < 1:
-            raise ConfigError("blender: resolution must be positive (an int or [width, height])")
+        h, w = parse_resolution(resolution, "blender")
         if not params:
             raise ConfigError("blender: declare at least one parameter, e.g. params = [{name = \"z\", "
                               "path = 'objects[\"Sphere\"].location[2]', low = 0, high = 2}]")
@@ -205,7 +205,6 @@ class BlenderServer(Server):
                 "light_parameters": list(self.lights)}
 
     def render(self, params: np.ndarray, seeds: list[int] | None = None) -> np.ndarray:
-        import OpenEXR  # noqa: PLC0415
         bpy = self.bpy
         sc = bpy.context.scene
         h, w = self.size
@@ -219,12 +218,7 @@ class BlenderServer(Server):
                 sc.cycles.seed = int(seeds[i])
             try:
                 bpy.ops.render.render(write_still=True)
-                with OpenEXR.File(self._out) as f:
-                    chans = f.channels()
-                    if "RGBA" in chans:
-                        img = chans["RGBA"].pixels
-                    else:
-                        img = np.stack([chans[c].pixels for c in "RGBA"], axis=-1)
+                img = read_exr_layers(self._out)[""]  # the one EXR reader
             finally:
                 try:
                     os.unlink(self._out)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rendergrad import ParamSpace, Renderer
+from rendergrad.seeds import SEED_MODES, parse_seed_mode  # noqa: F401  (SEED_MODES re-exported)
 from rendergrad.errors import ConfigError, RendererFailure
 
 from . import protocol as P
@@ -128,9 +129,7 @@ class BridgeRenderer(Renderer):
             raise ConfigError("bridge renderer: timeout and startup_timeout must be > 0 seconds")
         if chunk_size is not None and int(chunk_size) < 1:
             raise ConfigError("bridge renderer: chunk_size must be >= 1")
-        if seed_mode not in SEED_MODES:
-            raise ConfigError(f"bridge renderer: seed_mode must be one of {', '.join(SEED_MODES)}, got {seed_mode!r}")
-        self.seed_mode = seed_mode
+        self.seed_mode = parse_seed_mode(seed_mode, "bridge renderer")
         self.timeout, self.startup_timeout = float(timeout), float(startup_timeout)
         self.retries, self.max_restarts = int(retries), int(max_restarts)
         self.seed, self.chunk_size = int(seed), (int(chunk_size) if chunk_size else None)

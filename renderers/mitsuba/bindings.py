@@ -270,13 +270,19 @@ class SceneBindings:
                 if b.kind == "key" and any(b.target.endswith(s) for s in LIGHT_SUFFIXES)]
 
     def nondifferentiable(self) -> list[str]:
-        """Parameters whose scene value Mitsuba does not differentiate (IOR, integers, Python floats)."""
+        """Parameters whose scene value Mitsuba does not differentiate: IOR, integers, Python
+        floats, and the position of a point emitter (Mitsuba traverses it as NonDifferentiable,
+        so an analytic gradient with respect to it is exactly zero)."""
+        def dropped(key: str) -> bool:
+            return bool(int(self.params.flags(key)) & 1) if hasattr(self.params, "flags") else False
+
         out = []
         for b in self.bindings:
             if b.kind == "key":
-                flags = self.params.flags(b.target) if hasattr(self.params, "flags") else 0
-                if b.value_kind == "python" or b.extra.get("nondiff") or int(flags) & 1:
+                if b.value_kind == "python" or b.extra.get("nondiff") or dropped(b.target):
                     out.append(b.param.name)
+            elif self.objects[b.target].mode == "point" and dropped(self.objects[b.target].key):
+                out.append(b.param.name)
         return out
 
     # -- applying θ ------------------------------------------------------------------------------

@@ -21,29 +21,20 @@ import torch
 
 from rendergrad import Renderer
 from rendergrad.errors import ConfigError
+from rendergrad.resolution import parse_resolution
+from rendergrad.seeds import parse_seed_mode
 from rendergrad.params import ParamSpace
 
 from .backend import activate, availability, choose_variant, import_mitsuba
 from .bindings import SceneBindings
 from .scene import load_scene, scene_dict_or_file
 
-SEED_MODES = ("independent", "common", "fixed")
 PROJECTIVE = ("prb_projective", "direct_projective")
 DIFF_INTEGRATORS = ("prb_projective", "direct_projective", "prb", "prb_basic", "direct_reparam", "prb_reparam")
 
 
 def _resolution(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        h = w = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        h, w = (int(v) for v in value)
-    else:
-        raise ConfigError(f"mitsuba renderer: resolution must be an int or [height, width], got {value!r}")
-    if h < 1 or w < 1:
-        raise ConfigError("mitsuba renderer: resolution must be positive")
-    return int(h), int(w)
+    return None if value is None else parse_resolution(value, "mitsuba renderer")
 
 
 class MitsubaRenderer(Renderer):
@@ -54,14 +45,13 @@ class MitsubaRenderer(Renderer):
 
     def __init__(self, scene: Any, params: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
                  *, scene_args: Mapping[str, Any] | None = None, mode: str = "forward",
-                 variant: str | None = None, resolution: int | Sequence[int] | None = None, spp: int = 16,
+                 variant: str | None = None, resolution: int | Sequence[int] | Mapping[str, int] | None = None, spp: int = 16,
                  spp_grad: int | None = None, integrator: str | Mapping[str, Any] | None = None,
-                 max_depth: int | None = None, seed: int = 0, seed_mode: str = "independent",
+                 max_depth: int | None = None, seed: int = 0, seed_mode: str = "per_render",
                  sensor: int = 0, xml_defaults: Mapping[str, Any] | None = None):
         if mode not in ("forward", "differentiable"):
             raise ConfigError(f"mitsuba renderer: mode must be 'forward' or 'differentiable', got {mode!r}")
-        if seed_mode not in SEED_MODES:
-            raise ConfigError(f"mitsuba renderer: seed_mode must be one of {SEED_MODES}, got {seed_mode!r}")
+        seed_mode = parse_seed_mode(seed_mode, "mitsuba renderer")
         if not (isinstance(spp, int) and spp >= 1) or (spp_grad is not None and not spp_grad >= 1):
             raise ConfigError("mitsuba renderer: spp (and spp_grad) must be integers >= 1")
         if max_depth is not None and not (isinstance(max_depth, int) and (max_depth >= 1 or max_depth == -1)):
@@ -171,7 +161,7 @@ class MitsubaRenderer(Renderer):
         if self.seed_mode == "fixed":
             return [self.seed & 0xFFFFFFFF] * b
         base = (self.seed * 0x9E3779B1) & 0xFFFFFFFF
-        if self.seed_mode == "common":
+        if self.seed_mode == "per_batch":
             s = (base + self._counter) & 0xFFFFFFFF
             self._counter += 1
             return [s] * b

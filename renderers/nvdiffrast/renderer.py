@@ -28,6 +28,7 @@ import torch
 
 from rendergrad import Renderer
 from rendergrad.errors import ConfigError
+from rendergrad.resolution import parse_resolution
 from rendergrad.params import ParamSpace
 
 from .backend import NvdiffrastOps, RasterOps, availability
@@ -40,16 +41,8 @@ MODES = ("differentiable", "forward")
 
 
 def _resolution(value: Any) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        h = w = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        h, w = (int(v) for v in value)
-    elif isinstance(value, Mapping) and set(value) == {"height", "width"}:
-        h, w = int(value["height"]), int(value["width"])
-    else:
-        raise ConfigError(f"nvdiffrast renderer: resolution must be an int, [height, width] or "
-                          f"{{height, width}}, got {value!r}")
-    if h < 1 or w < 1 or h > 16384 or w > 16384:
+    h, w = parse_resolution(value, "nvdiffrast renderer")
+    if h > 16384 or w > 16384:
         raise ConfigError(f"nvdiffrast renderer: resolution {h}x{w} is outside 1..16384 (nvdiffrast's limit)")
     return h, w
 
