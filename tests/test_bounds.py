@@ -52,7 +52,7 @@ def test_to_theta_maps_the_unit_cube_corners_onto_the_bounds_exactly():
 def test_every_theta_a_plugin_receives_is_float64_and_inside_the_bounds():
     r = Recording()
     rg.optimize(r, "mse", "prdpt", target_params={"a": 0.85, "b": 0.8, "k": "r"},
-                estimator_options={"sigma": 0.5, "samples": 8}, steps=15, lr=0.2, seed=3)
+                estimator_options={"sigma": 0.3, "samples": 8}, steps=15, lr=0.2, seed=3)
     space = r.parameter_space()
     seen = torch.cat(r.seen)
     assert seen.dtype == torch.float64

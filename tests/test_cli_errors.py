@@ -42,7 +42,7 @@ def write_run(tmp_path: Path, **target) -> Path:
 
 
 @pytest.mark.parametrize("setting, words", [
-    ('renderer.options.resolution="big"', ["renderer 'toy'", "resolution = 'big'"]),
+    ('renderer.options.resolution="big"', ["resolution", "'big'"]),
     ('renderer.options.softness="soft"', ["renderer 'toy'", "softness = 'soft'"]),
     ("optimizer.options={betas=[0.9]}", ["optimizer 'adam'", "betas"]),
     ("optimizer.seed=18446744073709551616", ["seed", "[0, 2**63)", "18446744073709551616"]),
@@ -75,7 +75,7 @@ def _pickled_npy(path: Path) -> None:
 @pytest.mark.parametrize("name, make, words", [
     ("t.png", lambda p: p.write_bytes(b"\x89PNG\r\n garbage"), ["cannot read image"]),
     ("t.jpg", lambda p: p.write_text("not a jpeg"), ["cannot read image"]),
-    ("t.exr", lambda p: p.write_bytes(b"v/1\x01 garbage" * 10), ["cannot read image"]),
+    ("t.exr", lambda p: p.write_bytes(b"v/1\x01 garbage" * 10), ["EXR"]),
     ("t.npy", lambda p: p.write_bytes(b"\x93NUMPY garbage"), ["cannot read image"]),
     ("t.npy", _pickled_npy, ["Python objects", "never loads"]),
     ("t.npy", lambda p: np.save(p, np.full((8, 8, 3), np.nan, np.float32)), ["192 NaN or infinite"]),
@@ -155,6 +155,12 @@ class _Picky(rg.Renderer):
     def __init__(self, size: int = 8):
         if size > 4:
             raise ValueError(f"size must be at most 4, got {size}")
+
+    def parameter_space(self):
+        return rg.ParamSpace([rg.Param("a")])
+
+    def render(self, theta):
+        return theta.reshape(-1, 1, 1, 1).float()
 
 
 class _PickyPlugin:
