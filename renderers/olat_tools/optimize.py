@@ -2,6 +2,11 @@
 
 Adam on the multipliers (lr 0.06, ~230 steps), clamp to ``[θ_min, θ_max]`` after each step,
 optional random resized crops, a differentiable tone map, any objective.
+
+Every relight goes through :class:`rendergrad.evaluation.BatchEvaluator`, the path every other
+method renders through: renders are counted there (``renders`` for the method's cost,
+``extra_renders`` for images only made for the record), NaN images are refused with the
+multipliers that produced them, and ``max_batch`` splits the candidates into chunks.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch.nn.functional as F
 
 from rendergrad import Objective
 from rendergrad.errors import ConfigError, RendergradError
+from rendergrad.evaluation import BatchEvaluator
 
 from ..olat import OlatRenderer
 
@@ -61,6 +67,7 @@ class OlatADResult:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     images: torch.Tensor | None = None
+    extra_renders: int = 0
 
     def candidate(self, i: int | None = None) -> dict[str, list[float]]:
         m = self.multipliers[self.best if i is None else i]
@@ -70,7 +77,8 @@ class OlatADResult:
         return {"lights": self.names, "best": self.best, "multipliers": self.candidate(),
                 "candidates": [{"loss": float(self.losses[i]), "multipliers": self.candidate(i)}
                                for i in range(self.multipliers.shape[0])],
-                "renders": self.renders, "seconds": self.seconds, "settings": self.settings}
+                "renders": self.renders, "extra_renders": self.extra_renders, "seconds": self.seconds,
+                "settings": self.settings}
 
 
 def configure_tonemap(objective: Objective, tonemap: str | None, exposure: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -95,14 +103,16 @@ def olat_ad(renderer: OlatRenderer, objective: Objective, target: torch.Tensor |
             augment: str | None = None, crop_scale: tuple[float, float] = (0.5, 1.0),
             tonemap: str | None = None, exposure: float = 0.0, lr_decay: str = "none",
             snapshot_every: int | None = None, snapshot_size: int = 96,
-            init: torch.Tensor | None = None, callback: Callable[[int, torch.Tensor], None] | None = None
-            ) -> OlatADResult:
+            init: torch.Tensor | None = None, callback: Callable[[int, torch.Tensor], None] | None = None,
+            max_batch: int | None = None) -> OlatADResult:
     """OLAT-AD: optimize a batch of RGB-multiplier candidates by Adam on an objective.
 
     ``target``: the reference image ``[H, W, C]`` (linear) for image objectives, or ``None``.
     ``lr_decay="cosine"`` anneals the step to 1 % of ``lr`` (for precise recovery); ``"none"``
     is the paper's constant rate. Candidates start at ``init`` (default: the basis at unit
     multipliers) plus N(0, σ²) noise on every multiplier (HSV: on the value only).
+    ``renders`` counts the relights of the candidates (every step and the final scoring);
+    the start image an objective may need (``set_init``) is an extra render.
     """
     if batch < 1 or steps < 0 or not lr > 0 or sigma < 0:
         raise ConfigError("olat_ad: need batch >= 1, steps >= 0, lr > 0, sigma >= 0")
@@ -129,26 +139,24 @@ def olat_ad(renderer: OlatRenderer, objective: Objective, target: torch.Tensor |
     tgt = None if target is None else torch.as_tensor(target, dtype=torch.float32)
     if tgt is not None:
         tgt = post(tgt.unsqueeze(0))[0]
-    objective.prepare(tgt)
+    # The evaluator prepares the objective with the (tone-mapped) target.
+    ev = BatchEvaluator(renderer, objective, space, tgt, max_batch=max_batch)
     if hasattr(objective, "set_init"):
-        with torch.no_grad():
-            objective.set_init(renderer.render(start.unsqueeze(0)))
+        objective.set_init(ev.preview(start.unsqueeze(0)))
     every = snapshot_every or max(1, steps // 6)
     snapshots: list[tuple[int, torch.Tensor]] = []
     history: list[dict[str, Any]] = []
-    renders = 0
     t0 = time.perf_counter()
 
     def evaluate(th: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        img = renderer.render(th)
+        img = ev.render_theta(th)
         x = img
-        t = tgt
         per_target = None
         if augment == "crop" and train:
             x, per_target = random_resized_crop(img, gen, crop_scale, tgt)
         x = post(x)
         if per_target is None:
-            loss = objective.loss(x, t)
+            loss = ev.score(x)
         else:
             parts = []
             for i in range(x.shape[0]):
@@ -173,7 +181,6 @@ def olat_ad(renderer: OlatRenderer, objective: Objective, target: torch.Tensor |
     for step in range(steps):
         opt.zero_grad(set_to_none=True)
         loss, img = evaluate(theta, True)
-        renders += theta.shape[0]
         if not bool(torch.isfinite(loss).all()):
             raise RendergradError(f"olat_ad: the objective returned a non-finite loss at step {step}; "
                                   "lower lr or check the objective's inputs")
@@ -186,17 +193,16 @@ def olat_ad(renderer: OlatRenderer, objective: Objective, target: torch.Tensor |
         with torch.no_grad():
             theta.copy_(torch.minimum(torch.maximum(theta, lo), hi))
         history.append({"step": step, "loss": float(loss.detach().min()), "mean_loss": float(loss.detach().mean()),
-                        "losses": [float(v) for v in loss.detach()], "evaluations": renders})
+                        "losses": [float(v) for v in loss.detach()], "evaluations": ev.renders})
         if callback is not None:
             callback(step, loss.detach())
     with torch.no_grad():
         final_loss, final_img = evaluate(theta.detach(), False)
-    renders += theta.shape[0]
     snap(steps, final_img)
     best = int(torch.argmin(final_loss))
     settings = {"batch": batch, "sigma": sigma, "lr": lr, "steps": steps, "seed": seed, "augment": augment,
                 "crop_scale": list(crop_scale), "tonemap": tonemap, "exposure": exposure, "lr_decay": lr_decay,
                 "objective": objective.name}
     return OlatADResult(list(renderer.names), renderer.multipliers(theta.detach()).clone(), final_loss.detach(),
-                        best, history, snapshots, renders, time.perf_counter() - t0, settings,
-                        final_img.detach())
+                        best, history, snapshots, ev.renders, time.perf_counter() - t0, settings,
+                        final_img.detach(), ev.extra_renders)
