@@ -124,8 +124,10 @@ def test_undeclared_parameters_are_refused(blender):
 
 
 @pytest.mark.parametrize("estimator, options, lr", [
-    ("prdpt", {"sigma": 0.3, "samples": 4}, 0.05),
-    ("zerograds", {"sigma": 0.3, "samples": 4}, 0.05),
+    # The bridge is under test here, not the estimators' defaults: the annealed schedule these
+    # settings were chosen for (the adaptive default is benchmarked in benchmarks/results/).
+    ("prdpt", {"sigma": 0.3, "samples": 4, "schedule": "paper"}, 0.05),
+    ("zerograds", {"sigma": 0.3, "samples": 4, "schedule": "paper"}, 0.05),
 ])
 def test_scene_is_optimized_end_to_end(blender2, estimator, options, lr):
     steps = 120
