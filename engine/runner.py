@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +20,7 @@ from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
 from .loop import Result, optimize
+from .result import json_safe
 from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
@@ -30,14 +30,6 @@ from .runs import write_status
 CONFIG_NAME = "config.json"
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def _logger(out: Path) -> logging.Logger:
@@ -236,7 +228,7 @@ def write_outputs(out: Path, result: Result) -> None:
     for key in ("target_defaults", "workers"):
         if key in result.info:
             data[key] = result.info[key]
-    (out / "result.json").write_text(json.dumps(_json_safe(data), indent=2))
+    (out / "result.json").write_text(json.dumps(json_safe(data), indent=2))
     if result.final_image is not None:
         save_png(out / "final.png", result.final_image)
     if result.target_image is not None and result.target_image.ndim == 3:
