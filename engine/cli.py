@@ -60,20 +60,21 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import apply_overrides, load_config, validate
-    from .runner import CONFIG_NAME, run_config
+    from .runner import check_out_dir, read_run_config, run_config
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume:
+        if args.file or args.out or args.force:
+            raise RendergradError("--resume DIR continues the run in DIR from its own config; give no FILE, "
+                                  "--out or --force with it (use --set to change a value)")
         out = Path(args.resume)
-        path = out / CONFIG_NAME
-        if not path.exists():
-            raise RendergradError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME})")
-        cfg = validate(apply_overrides(json.loads(path.read_text()), args.set or []))
+        cfg = validate(apply_overrides(read_run_config(out), args.set or []))
         result = run_config(cfg, out, resume=True, progress=progress, echo=print)
     else:
         if not args.file or not args.out:
             raise RendergradError("run needs a config file and --out DIR (or --resume DIR)")
-        cfg = load_config(args.file, args.set or [])
         out = Path(args.out)
+        check_out_dir(out, force=args.force)
+        cfg = load_config(args.file, args.set or [])
         if args.meta and not any(s.split("=", 1)[0].strip() == "optimizer.steps" for s in args.set or []):
             from .meta import load_meta
             cfg["optimizer"]["steps"] = load_meta(args.meta).inner_steps  # the steps it was learned for
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config value, e.g. --set optimizer.lr=0.05 (repeatable; values are TOML)")
     sr.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    sr.add_argument("--force", action="store_true", help="overwrite the run already in --out DIR")
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
     sr.add_argument("--meta", metavar="META_DIR",
                     help="start from a meta-train result: learned start and step sizes, its inner_steps steps")
@@ -293,8 +295,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what shell tools report
     except KeyboardInterrupt:
-        hint = (f" Resume with: rendergrad {args.command} --resume {args.resume or args.out}"
-                if args.command in ("run", "meta-train") else "")
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C must not turn this into a traceback
+        hint = ""
+        if args.command == "run":
+            folder = args.resume or args.out
+            if folder and (Path(folder) / "checkpoint" / "checkpoint.pt").exists():
+                hint = f" Resume with: rendergrad run --resume {folder}"
+            elif folder:
+                hint = " Nothing was saved yet, so there is nothing to resume."
+        elif args.command == "meta-train":
+            hint = f" Resume with: rendergrad meta-train --resume {args.resume or args.out}"
         print(f"\nrendergrad: interrupted.{hint}", file=sys.stderr)
         return 130
 

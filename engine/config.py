@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
+from .seeding import check_seed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,7 +46,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "name": ((str,), "torch optimizer: adam, adamw, sgd, rmsprop, adagrad"),
         "lr": ((int, float), "learning rate, in fractions of each parameter's range"),
         "steps": ((int,), "number of optimization steps"),
-        "seed": ((int,), "random seed; equal seeds give bit-identical runs"),
+        "seed": ((int,), "random seed, an integer in [0, 2**63); equal seeds give bit-identical runs"),
         "options": ((dict,), "extra optimizer keyword arguments, e.g. betas"),
         "max_renders": ((int,), "stop once this many renders are spent"),
         "lr_decay": ((int, float), "final learning rate as a fraction of lr (geometric decay over the run)"),
@@ -53,6 +54,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "patience": ((int,), "stop after this many steps without improvement"),
         "min_delta": ((int, float), "improvement smaller than this does not count for patience"),
         "checkpoint_every": ((int,), "save a resumable checkpoint every N steps (0: only at the end)"),
+        "checkpoint_seconds": ((int, float), "also save a checkpoint every this many seconds of wall time, "
+                                             "so a killed run loses little (0: never)"),
         "snapshot_every": ((int,), "save the current image every N steps (0: never)"),
         "max_batch": ((int,), "split render batches into chunks of at most this size"),
     },
@@ -91,7 +94,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "objective": {"name": "mse", "options": {}},
     "estimator": {"name": "analytic", "options": {}},
     "optimizer": {"name": "adam", "lr": 0.01, "steps": 100, "seed": 0, "options": {},
-                  "min_delta": 0.0, "checkpoint_every": 0, "snapshot_every": 0},
+                  "min_delta": 0.0, "checkpoint_every": 0, "checkpoint_seconds": 60, "snapshot_every": 0},
     "params": {"init": {}},
     "executor": {"name": "local", "options": {}},
     "meta": {"inner_steps": 10, "order": "first", "tasks": 32, "test_tasks": 8, "tasks_per_batch": 4,
@@ -146,6 +149,13 @@ def validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("[optimizer] steps must be >= 0")
     if not o["lr"] > 0:
         raise ConfigError("[optimizer] lr must be > 0")
+    check_seed(o["seed"], "[optimizer] seed")
+    for key in ("max_batch", "max_renders", "patience"):
+        if key in o and o[key] < 1:
+            raise ConfigError(f"[optimizer] {key} must be >= 1, got {o[key]}; leave it out for no limit")
+    for key in ("checkpoint_every", "checkpoint_seconds", "snapshot_every"):
+        if o[key] < 0:
+            raise ConfigError(f"[optimizer] {key} must be >= 0 (0 turns it off), got {o[key]}")
     return out
 
 
@@ -188,7 +198,9 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set optimizer.steps=200)")
         path, text = item.split("=", 1)
-        keys = [k.strip() for k in path.split(".") if k.strip()]
+        keys = [k.strip() for k in path.split(".")]
+        if any(not k for k in keys):
+            raise ConfigError(f"--set {path}: empty key between dots; write section.key, e.g. optimizer.lr")
         if keys and keys[0] in LIST_SECTIONS and len(keys) == 1:  # --set 'callbacks=[{name="progress"}]'
             cfg[keys[0]] = parse_value(text.strip())
             continue

@@ -58,7 +58,7 @@ def run_demo(out: Path, *, budget: int = 400, seed: int = 0, progress: bool = Tr
             continue
         if start_img is None:
             renderer = reg.create("renderer", "toy", SCENE)
-            start_img = renderer.render(renderer.parameter_space().initial_theta().float()[None])[0]
+            start_img = renderer.render(renderer.parameter_space().initial_theta()[None])[0]
             target_img = res.target_image
         err = math.dist([res.params["x"], res.params["y"]], [TARGET["x"], TARGET["y"]])
         rows.append({"estimator": name, "renders": res.evaluations, "loss": res.loss, "param_error": err,

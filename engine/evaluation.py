@@ -74,7 +74,9 @@ class BatchEvaluator:
             executor = LocalExecutor()
             executor.start(renderer, None)
         self.executor = executor  # a started executor: where the chunks are rendered
-        self.render_dtype = torch.float32  # what render() receives
+        # What render() receives: float64, so a value at a bound is the bound itself (a trip
+        # through float32 turns 0.85 into 0.8500000238418579, outside [0.15, 0.85]).
+        self.render_dtype = torch.float64
         objective.prepare(target)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class BatchEvaluator:
             theta = theta.unsqueeze(0)
         if theta.shape[-1] != self.size:
             raise RendergradError(f"theta has {theta.shape[-1]} columns but the parameter space has {self.size}")
+        # The contract with every renderer: float64, inside the declared bounds exactly.
+        theta = self.space.clamp_theta(theta)
         chunks = [theta] if not self.max_batch or theta.shape[0] <= self.max_batch \
             else list(torch.split(theta, self.max_batch))
         # Every image has a place in the run (render index, batch index) whichever worker renders
@@ -155,7 +159,7 @@ class BatchEvaluator:
         """
         before, seconds = self.renders, self.render_seconds
         with torch.no_grad():
-            img = self.render_theta(theta.to(torch.float32))
+            img = self.render_theta(theta)
         self.extra_renders += self.renders - before
         self.renders, self.render_seconds = before, seconds
         return img

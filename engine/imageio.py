@@ -103,23 +103,59 @@ def write_exr_layers(path: str | Path, layers: dict[str, Any]) -> Path:
 
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """Load a target image as linear float32 ``[H,W,C]``: EXR, NPY, or PNG/JPEG (sRGB decoded)."""
+    """Load a target image as linear float32 ``[H,W,C]``: EXR, NPY, or PNG/JPEG (sRGB decoded).
+
+    A file that is not what its name says, a pickled ``.npy`` (never unpickled), or pixels that
+    are NaN or infinite are one :class:`ConfigError` naming the file, before anything renders.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"image file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"image path {path} is a folder; name an image file (EXR, PNG, JPEG or NPY)")
     suffix = path.suffix.lower()
+    try:
+        a = _read(path, suffix)
+    except ConfigError:
+        raise
+    except Exception as e:  # every reader has its own exceptions; the user needs one line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read image {path}: {reason}; is it really a {suffix or 'image'} file?") from None
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or not 1 <= a.shape[-1] <= 4 or 0 in a.shape:
+        raise ConfigError(f"image {path} has shape {a.shape}; a target is [height, width, channels] with 1-4 channels")
+    out = torch.from_numpy(np.ascontiguousarray(a))
+    check_target_image(out, f"image {path}")
+    return out
+
+
+def check_target_image(img: torch.Tensor, what: str = "the target image") -> None:
+    """A target with NaN or infinite pixels is the target's fault: say so before the loss does."""
+    bad = int((~torch.isfinite(img)).sum()) if img.is_floating_point() else 0
+    if bad:
+        raise ConfigError(f"{what} has {bad} NaN or infinite pixel values; a target must be finite "
+                          "(re-export it, or replace them, e.g. numpy.nan_to_num)")
+
+
+def _read(path: Path, suffix: str) -> np.ndarray:
     if suffix == ".npy":
-        a = np.load(path, allow_pickle=False).astype(np.float32)
-    elif suffix == ".exr":
+        try:
+            a = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            if "allow_pickle" in str(e):
+                raise ConfigError(f"{path} holds Python objects (a pickled array), which rendergrad never loads; "
+                                  "save a numeric array with numpy.save") from None
+            raise
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiub":
+            raise ConfigError(f"{path} holds a {getattr(a, 'dtype', type(a))} array; a target needs numbers")
+        return a.astype(np.float32)
+    if suffix == ".exr":
         layers = read_exr_layers(path)
         if not layers:
             raise ConfigError(f"{path}: no RGB/RGBA/Y channels")
-        a = layers.get("", next(iter(layers.values())))
-    else:
-        from PIL import Image
-        with Image.open(path) as im:
-            a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        a = srgb_to_linear(a).astype(np.float32)
-    if a.ndim == 2:
-        a = a[..., None]
-    return torch.from_numpy(np.ascontiguousarray(a))
+        return np.asarray(layers.get("", next(iter(layers.values()))), dtype=np.float32)
+    from PIL import Image
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return srgb_to_linear(a).astype(np.float32)

@@ -68,12 +68,15 @@ class Renderer(Plugin):
 
     @abstractmethod
     def render(self, theta: torch.Tensor) -> Any:
-        """``theta`` ``[B, n]`` in parameter units → images ``[B, H, W, C]`` float32 linear.
+        """``theta`` ``[B, n]`` float64 in parameter units → images ``[B, H, W, C]`` float32 linear.
 
         Called by the evaluator for every batch an estimator asks for (possibly split into
         chunks of ``max_batch``). May return a torch tensor or a numpy array. Discrete
         parameters arrive already rounded. With ``differentiable = True`` the images must carry
         autograd back to ``theta``.
+        Every value lies inside its ``[low, high]`` exactly; discrete parameters arrive already
+        rounded. A renderer that computes in float32 casts ``theta`` itself. May return a torch
+        tensor or a numpy array.
         """
 
     def close(self) -> None:

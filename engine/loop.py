@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .callbacks import Callback, CallbackList
+from .checkpoint import DEFAULT_CHECKPOINT_SECONDS
 from .errors import ConfigError
 from .interfaces import GradientEstimator, Objective, Renderer
 from .optimization import Optimization
@@ -48,6 +49,7 @@ def optimize(
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
     resume: bool = False,
     max_batch: int | None = None,
     executor: Any = "local",
@@ -68,8 +70,9 @@ def optimize(
 
     Stops after ``steps`` steps, or earlier when ``max_renders`` renders are spent, the loss
     reaches ``target_loss``, or it has not improved by ``min_delta`` for ``patience`` steps.
-    With ``checkpoint_dir`` the full state is saved every ``checkpoint_every`` steps, at the
-    end, and when the run fails; ``resume=True`` continues from it bit-identically.
+    With ``checkpoint_dir`` the full state is saved every ``checkpoint_every`` steps, every
+    ``checkpoint_seconds`` of wall time, at the end, and when the run fails or is interrupted;
+    ``resume=True`` continues from it bit-identically.
 
     A renderer created here by name is closed when the run ends (its workers do not wait for a
     finalizer); ``close=True`` closes a renderer given as an instance too. The same run can be
@@ -92,8 +95,8 @@ def optimize(
         optimizer_options=optimizer_options, lr_decay=lr_decay, steps=steps, seed=seed,
         max_renders=max_renders, target_loss=target_loss, patience=patience, min_delta=min_delta,
         callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, max_batch=max_batch, registry=registry, meta=meta,
-        executor=executor, executor_options=executor_options)
+        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, max_batch=max_batch,
+        registry=registry, meta=meta, executor=executor, executor_options=executor_options)
     try:
         if resume:
             run.resume(checkpoint_dir)

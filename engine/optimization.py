@@ -34,6 +34,10 @@ import torch
 
 from .asktell import Answer, Batch, BatchError, ReplayLoss, _Pending, batch_id, refuse_id
 from .callbacks import Callback, CallbackList, ProgressBar, resolve_callbacks
+from .checkpoint import DEFAULT_CHECKPOINT_SECONDS, CheckpointSchedule, deferred_interrupts, load_checkpoint, \
+    save_checkpoint
+from .imageio import check_target_image
+from .seeding import generator_seed
 from .errors import ConfigError, RendergradError
 from .evaluation import BatchEvaluator
 from .executors import RendererRecipe, check_executor, resolve_executor
@@ -46,7 +50,7 @@ from .setup import check_compatible, check_settings, make_optimizer, resolve
 # Settings saved with the state, so ``load`` re-creates the run by name.
 SETTINGS = ("renderer_options", "objective_options", "estimator_options", "init", "optimizer", "lr",
             "optimizer_options", "lr_decay", "steps", "seed", "max_renders", "target_loss", "patience",
-            "min_delta", "max_batch", "external", "checkpoint_every", "meta")
+            "min_delta", "max_batch", "external", "checkpoint_every", "checkpoint_seconds", "meta")
 
 
 class Optimization(RunState):
@@ -68,6 +72,7 @@ class Optimization(RunState):
                  target_loss: float | None = None, patience: int | None = None, min_delta: float = 0.0,
                  callbacks: Sequence[Callback | str] | CallbackList = (), progress: bool = False,
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+                 checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
                  max_batch: int | None = None, external: bool = False, registry: Registry | None = None,
                  executor: Any = "local", executor_options: Mapping[str, Any] | None = None,
                  meta: Any = None):
@@ -104,6 +109,7 @@ class Optimization(RunState):
         self.min_delta, self.external = float(min_delta), bool(external)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.checkpoint_every = int(checkpoint_every or 0)
+        self._schedule = CheckpointSchedule(self.checkpoint_every, checkpoint_seconds)
         self.callbacks, self.progress = cbs, progress
         self._init_state()
 
@@ -116,8 +122,8 @@ class Optimization(RunState):
         if s["meta"] is not None:
             s["meta"].check(space)
             u0 = s["meta"].u0.clone()
-        torch.manual_seed(s["seed"])
-        self.gen = torch.Generator().manual_seed(s["seed"])
+        torch.manual_seed(generator_seed(s["seed"]))
+        self.gen = torch.Generator().manual_seed(generator_seed(s["seed"]))
         self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"],
                                         executor=self.executor)
         if target is None and target_params is not None:
@@ -127,6 +133,7 @@ class Optimization(RunState):
             target = torch.as_tensor(target)
             if not target.is_floating_point():
                 target = target.float()
+            check_target_image(target)
         self.objective.prepare(target)
         self.evaluator.target = self.target = target
         self.u = torch.nn.Parameter(u0.clone())
@@ -142,6 +149,7 @@ class Optimization(RunState):
         self.history: list[dict[str, Any]] = []
         self.best = {"loss": math.inf, "u": self.u.detach().clone(), "step": -1}
         self.since_best = 0
+        self.patience_ref = math.inf       # the loss an improvement of min_delta is measured against
         self.stopped: str | None = None
         self.run_id = uuid.uuid4().hex[:12]
         self._elapsed_before, self._t0, self._wall = 0.0, time.perf_counter(), 0.0
@@ -341,22 +349,27 @@ class Optimization(RunState):
             self.u.clamp_(0.0, 1.0)
 
     def _complete_step(self, est: Estimate, u_now: torch.Tensor) -> None:
-        self._apply(self._gradient(est, u_now), est.step)
-        loss = float(est.loss)
-        record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders,
-                  "params": self.space.decode(self.space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)}
-        record.update(est.info)
-        self.history.append(record)
-        if loss < self.best["loss"] - self.min_delta:
-            self.best = {"loss": loss, "u": u_now, "step": self.step}
-            self.since_best = 0
-        else:
-            self.since_best += 1
-        self.callbacks.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator, step=self.step,
+        grad = self._gradient(est, u_now)
+        with deferred_interrupts():  # a Ctrl-C here: the step is taken and recorded, or not at all
+            self._apply(grad, est.step)
+            loss = float(est.loss)
+            record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders,
+                      "params": self.space.decode(self.space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)}
+            record.update(est.info)
+            self.history.append(record)
+            if loss < self.best["loss"]:  # best_loss is the lowest loss seen, whatever min_delta is
+                self.best = {"loss": loss, "u": u_now, "step": self.step}
+            if loss < self.patience_ref - self.min_delta:
+                self.patience_ref = loss
+                self.since_best = 0
+            else:
+                self.since_best += 1
+            step = self.step
+            self.step += 1
+        self.callbacks.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator, step=step,
                                elapsed_s=self.elapsed(), lr=float(self.opt.param_groups[0]["lr"]),
                                best_loss=float(self.best["loss"]))
-        self.step += 1
-        if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+        if self.checkpoint_dir is not None and self._schedule.due(self.step):
             self.checkpoint()
         self._stop_after(loss)
 
@@ -429,9 +442,14 @@ class Optimization(RunState):
         if final_render and not self.external:
             final_image, final_loss = self.evaluator.preview_scored(theta_final)
         ev = self.evaluator
+        # `loss` is the final parameters' loss (from the final render); `best_loss` the lowest
+        # loss seen over the step losses and that final render, so best_loss <= loss always.
+        best_loss, best_u = float(self.best["loss"]), self.best["u"]
+        if final_loss < best_loss:
+            best_loss, best_u = float(final_loss), u_final
         self._result = Result(
-            params=self.space.decode(theta_final), best_params=self.space.decode(self.space.to_theta(self.best["u"])),
-            loss=final_loss, best_loss=float(self.best["loss"]), evaluations=ev.renders, wall_time_s=self._wall,
+            params=self.space.decode(theta_final), best_params=self.space.decode(self.space.to_theta(best_u)),
+            loss=final_loss, best_loss=best_loss, evaluations=ev.renders, wall_time_s=self._wall,
             renderer=self.renderer.name, estimator=self.estimator.name, history=self.history,
             theta=theta_final, u=u_final, steps=len(self.history), stopped=self.stopped,
             render_seconds=ev.render_seconds, extra_renders=ev.extra_renders, final_image=final_image,

@@ -55,7 +55,15 @@ class Param:
         if self.kind == "categorical":
             if not self.choices:
                 raise ParameterError(f"categorical Param {self.name!r} needs a non-empty `choices` list")
-            self.low, self.high = 0.0, float(len(self.choices) - 1)
+            k = len(self.choices)
+            # low/high of a categorical are its index range, 0..k-1, set from `choices`; a
+            # different range (other than the dataclass defaults) is a mistake, not a request.
+            given = (self.low, self.high)
+            if given != (0.0, 1.0) and given != (0, k - 1):
+                raise ParameterError(
+                    f"categorical Param {self.name!r}: low/high are the choice indices 0..{k - 1}, set from its "
+                    f"{k} choices; got low={self.low}, high={self.high}: leave them out")
+            self.low, self.high = 0.0, float(k - 1)
             if self.init is None:
                 self.init = 0.0
             elif not isinstance(self.init, (int, float)) or isinstance(self.init, bool):
@@ -63,6 +71,10 @@ class Param:
                     raise ParameterError(
                         f"Param {self.name!r}: init {self.init!r} is not one of its choices {list(self.choices)}")
                 self.init = float(list(self.choices).index(self.init))
+            elif not (float(self.init).is_integer() and 0 <= self.init <= k - 1):
+                raise ParameterError(
+                    f"categorical Param {self.name!r}: init {self.init!r} is neither one of its choices "
+                    f"{list(self.choices)} nor a choice index 0..{k - 1}")
         lo, hi = self._full(self.low), self._full(self.high)
         if not (torch.all(torch.isfinite(lo)) and torch.all(torch.isfinite(hi))):
             raise ParameterError(f"Param {self.name!r}: bounds must be finite numbers")
@@ -209,19 +221,35 @@ class ParamSpace:
         return cache[key]
 
     def to_theta(self, u: torch.Tensor, round_discrete: bool = True) -> torch.Tensor:
-        """Normalised ``u`` → parameter units. Differentiable (straight-through rounding)."""
+        """Normalised ``u`` → parameter units, float64. Differentiable (straight-through rounding).
+
+        The result lies inside ``[low, high]`` exactly: the affine (or log) map is evaluated in
+        float64 and clamped there, so ``u = 1`` gives ``high`` itself and not a value one
+        rounding step above it, which a server checking its bounds exactly would refuse. The
+        clamp passes gradients straight through.
+        """
+        u = u.to(torch.float64)
         lo, hi, log = self._bounds_like(u)
         lin = lo + u * (hi - lo)
         if self._has_log:
             safe_lo = torch.where(log, lo, torch.ones_like(lo))
             safe_hi = torch.where(log, hi, torch.ones_like(hi))
             logv = torch.exp(torch.log(safe_lo) + u * (torch.log(safe_hi) - torch.log(safe_lo)))
+            # exp(log(low)) need not give low back: the ends of the range map onto the bounds
+            logv = logv + (torch.where(u <= 0, lo, torch.where(u >= 1, hi, logv)) - logv).detach()
             lin = torch.where(log, logv, lin)
+        lin = self.clamp_theta(lin)
         if round_discrete and self._has_discrete:
             disc = self._discrete.to(u.device)
             rounded = lin + (torch.round(lin) - lin).detach()  # straight-through
             lin = torch.where(disc, rounded, lin)
         return lin
+
+    def clamp_theta(self, theta: torch.Tensor) -> torch.Tensor:
+        """``theta`` as float64 inside ``[low, high]`` exactly; gradients pass straight through."""
+        theta = theta.to(torch.float64)
+        lo, hi, _ = self._bounds_like(theta)
+        return theta + (torch.minimum(torch.maximum(theta, lo), hi) - theta).detach()
 
     def to_unit(self, theta: torch.Tensor) -> torch.Tensor:
         """Parameter units → normalised ``u``."""
@@ -282,7 +310,15 @@ class ParamSpace:
                     f"{what}: unknown parameter {name!r}; valid names are: {', '.join(self.names) or '(none)'}")
             s = self._slots[name]
             p = s.param
-            if p.kind == "categorical" and not isinstance(value, (int, float)):
+            if p.kind == "categorical" and not p.shape:
+                choices = list(p.choices or ())
+                if value in choices and not isinstance(value, (int, float)):
+                    value = choices.index(value)
+                elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                        or not float(value).is_integer() or not 0 <= value < len(choices):
+                    raise ParameterError(f"{what}: {name} = {value!r} is not one of {choices} "
+                                         f"(nor a choice index 0..{len(choices) - 1})")
+            elif p.kind == "categorical" and not isinstance(value, (int, float)):
                 if value not in list(p.choices or ()):
                     raise ParameterError(f"{what}: {name} = {value!r} is not one of {list(p.choices or ())}")
                 value = list(p.choices).index(value)

@@ -17,7 +17,7 @@ import pluggy
 
 from . import hookspecs
 from .callbacks import Callback
-from .errors import PluginNotFoundError, PluginUnavailableError
+from .errors import ConfigError, PluginNotFoundError, PluginUnavailableError, RendergradError
 from .executors.base import Executor
 from .interfaces import GradientEstimator, Objective, Plugin, Renderer
 
@@ -90,7 +90,15 @@ class Registry:
         cls = self.get(kind, name)
         options = dict(options or {})
         check_options(cls, options, f"{kind} {name!r}")
-        return cls(**options)
+        try:
+            return cls(**options)
+        except RendergradError:
+            raise
+        except (ValueError, TypeError) as e:
+            # Plugins may validate their options with ordinary exceptions: one line, naming them.
+            given = ", ".join(f"{k} = {v!r}" for k, v in options.items()) or "no options"
+            raise ConfigError(f"{kind} {name!r} refused its options ({given}): {e}; fix the "
+                              f"[{kind}] options (see `rendergrad plugins`)") from None
 
     def all(self) -> list[PluginInfo]:
         out = [i for k in KINDS for i in self.plugins[k].values()]

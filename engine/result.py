@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,3 +43,14 @@ class Result:
             "steps": self.steps, "stopped": self.stopped, "render_seconds": self.render_seconds,
             "extra_renders": self.extra_renders, "executor": self.executor,
         }
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with non-finite floats as ``None``: JSON has no NaN, and a run's loss may be one."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x

@@ -8,9 +8,10 @@ Output folder layout (stable, documented in ARCHITECTURE):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from .config import validate
 from .errors import ConfigError
 from .imageio import load_image, save_png
 from .loop import Result, optimize
+from .result import json_safe
 from .optimization import Optimization
 from .plotting import convergence_plot
 from .registry import Registry, registry as default_registry
@@ -28,14 +30,6 @@ from .runs import write_status
 CONFIG_NAME = "config.json"
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def _logger(out: Path) -> logging.Logger:
@@ -50,6 +44,49 @@ def _logger(out: Path) -> logging.Logger:
     return log
 
 
+def check_out_dir(out: Path, *, force: bool = False) -> None:
+    """``--out`` must be a folder that holds no run yet (``--force`` overwrites one)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file, not a folder; name a new folder")
+    markers = [m for m in (CONFIG_NAME, "result.json", "checkpoint") if (out / m).exists()]
+    if markers and not force:
+        raise ConfigError(f"--out {out} already holds a run ({', '.join(markers)}); continue it with "
+                          f"`rendergrad run --resume {out}`, overwrite it with --force, or choose another folder")
+
+
+def read_run_config(out: Path) -> dict[str, Any]:
+    """The resolved config a run folder was started with (for ``--resume``)."""
+    path = out / CONFIG_NAME
+    if not out.is_dir():
+        raise ConfigError(f"--resume {out}: no such run folder")
+    if not path.exists():
+        raise ConfigError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME}); "
+                          "start it with `rendergrad run FILE --out DIR`")
+    try:
+        cfg = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is damaged ({e}); the run cannot be resumed from it. Start it again with "
+                          "`rendergrad run FILE --out DIR --force`") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} is damaged (not a JSON object); start the run again with --force")
+    return cfg
+
+
+@contextlib.contextmanager
+def _library_log_to(handler: logging.Handler):
+    """Route rendergrad's own loggers (bridge workers, checkpoints) into run.log for the run."""
+    lib = logging.getLogger("rendergrad")
+    level = lib.level
+    lib.addHandler(handler)
+    if lib.level == logging.NOTSET or lib.level > logging.INFO:
+        lib.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.setLevel(level)
+
+
 def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
                registry: Registry | None = None, external: bool = False, meta: Any = None,
                echo: Callable[[str], None] | None = None) -> Result | None:
@@ -62,11 +99,19 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     ``tensorboard --logdir`` line); they also go to ``run.log``.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = validate(cfg)
     if "ranges" in cfg["target"] or "images" in cfg["target"]:
         raise ConfigError("[target] ranges / images describe a family of tasks: learn from it with "
                           "`rendergrad meta-train FILE --out DIR`; a run needs one target (params or image)")
+    o = cfg["optimizer"]
+    # Everything a user can get wrong in the files is checked before the folder is written.
+    target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
+    reg = registry or default_registry()
+    # Made here, before the folder is written, when it renders in this process. An external
+    # run's renderer may not exist here (a farm renders), and a pool builds its own.
+    renderer = None if external or cfg["executor"]["name"] != "local" else \
+        reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
+    out.mkdir(parents=True, exist_ok=True)
     if meta is None and resume and (out / "meta.json").exists():
         meta = out / "meta.json"
     if meta is not None and not resume:
@@ -75,11 +120,12 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     log = _logger(out)
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
-    reg = registry or default_registry()
-    o = cfg["optimizer"]
-    target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
+    defaults = _target_defaults(renderer, cfg["target"]) if renderer is not None else {}
+    if defaults:
+        log.info("target.params leaves out %s: the target is rendered with their initial values %s",
+                 ", ".join(defaults), json.dumps(defaults))
     snapshots = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
     kw = dict(
             renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
@@ -90,6 +136,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             seed=o["seed"], max_renders=o.get("max_renders"), target_loss=o.get("target_loss"),
             patience=o.get("patience"), min_delta=float(o["min_delta"]),
             checkpoint_dir=out / "checkpoint", checkpoint_every=o["checkpoint_every"],
+            checkpoint_seconds=float(o["checkpoint_seconds"]),
             max_batch=o.get("max_batch"), registry=reg,
     )
     if meta is not None:
@@ -106,27 +153,63 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         if echo is not None:
             echo(line)
     write_status(out, "running", resumed=resume)
-    for h in log.handlers:  # worker restarts and their reasons go to run.log too
-        logging.getLogger("rendergrad.executor").addHandler(h)
+    first: Any = names[0]
+    if renderer is not None:  # made above (in-process executor), so its option errors came first
+        first = renderer
+        del kw["renderer_options"]
     try:
-        result = optimize(*names, **kw, callbacks=callbacks, progress=progress, resume=resume, close=True,
-                          executor=cfg["executor"]["name"], executor_options=cfg["executor"]["options"])
+        with _library_log_to(log.handlers[0]):  # bridge and executor workers' restarts go to run.log
+            result = optimize(first, *names[1:], **kw, callbacks=callbacks, progress=progress, resume=resume,
+                              close=True, executor=cfg["executor"]["name"],
+                              executor_options=cfg["executor"]["options"])
     except KeyboardInterrupt:
+        saved = (out / "checkpoint" / "checkpoint.pt").exists()
+        log.warning("interrupted (Ctrl-C); %s", f"progress is kept in {out / 'checkpoint'}" if saved
+                    else "no checkpoint was written yet")
+        _log_workers(log, renderer)
         write_status(out, "interrupted")
         _report(out, log)
         raise
     except Exception as e:
         log.error("run failed: %s: %s (progress is kept in %s)", type(e).__name__, e, out / "checkpoint")
+        _log_workers(log, renderer)
+        if renderer is not None:
+            with contextlib.suppress(Exception):  # a failure before the loop began leaves it open
+                renderer.close()
         write_status(out, "failed", error=f"{type(e).__name__}: {e}")
         _report(out, log)
         raise
-    finally:
-        for h in log.handlers:
-            logging.getLogger("rendergrad.executor").removeHandler(h)
+    if defaults:
+        result.info["target_defaults"] = defaults
+    workers = _log_workers(log, renderer)
+    if workers is not None:
+        result.info["workers"] = workers
     write_outputs(out, result)
-    log.info("done: loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.evaluations,
-             result.wall_time_s, result.stopped)
+    log.info("done: loss=%.6g best_loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.best_loss,
+             result.evaluations, result.wall_time_s, result.stopped)
     return result
+
+
+def _target_defaults(renderer: Any, target: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a partial ``target.params`` leaves at their initial values."""
+    if "params" not in target:
+        return {}
+    space = renderer.parameter_space()
+    missing = [n for n in space.names if n not in target["params"]]
+    if not missing:
+        return {}
+    values = space.decode(space.initial_theta(), max_elements=16)
+    return {n: values.get(n, "(vector)") for n in missing}
+
+
+def _log_workers(log: logging.Logger, renderer: Any) -> dict[str, int] | None:
+    """Worker restarts, retries and timeouts of a renderer that runs workers (``worker_stats()``)."""
+    stats = getattr(renderer, "worker_stats", None)
+    if not callable(stats):
+        return None
+    counts = {k: int(v) for k, v in stats().items()}
+    log.info("workers: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts
 
 
 def start_external(names: tuple[str, str, str], kw: dict[str, Any], out: Path, log: logging.Logger) -> None:
@@ -141,13 +224,19 @@ def start_external(names: tuple[str, str, str], kw: dict[str, Any], out: Path, l
 
 
 def write_outputs(out: Path, result: Result) -> None:
-    (out / "result.json").write_text(json.dumps(_json_safe(result.to_json()), indent=2))
+    data = result.to_json()
+    for key in ("target_defaults", "workers"):
+        if key in result.info:
+            data[key] = result.info[key]
+    (out / "result.json").write_text(json.dumps(json_safe(data), indent=2))
     if result.final_image is not None:
         save_png(out / "final.png", result.final_image)
     if result.target_image is not None and result.target_image.ndim == 3:
         save_png(out / "target.png", result.target_image)
-    convergence_plot(out / "convergence.png", {result.estimator: result.history}, best=True,
-                     title=f"{result.renderer} / {result.estimator}")
+    with warnings.catch_warnings():  # an empty history (steps = 0) is an empty plot, not a warning
+        warnings.simplefilter("ignore")
+        convergence_plot(out / "convergence.png", {result.estimator: result.history}, best=True,
+                         title=f"{result.renderer} / {result.estimator}")
     write_status(out, "finished", stopped=result.stopped)
     write_report(out)
 
@@ -163,9 +252,5 @@ def _report(out: Path, log: logging.Logger) -> None:
 def resume_dir(out: str | Path, *, progress: bool = True, registry: Registry | None = None) -> Result:
     """Continue the run whose output folder is ``out``."""
     out = Path(out)
-    path = out / CONFIG_NAME
-    if not path.exists():
-        raise ConfigError(f"{out} is not a rendergrad run folder (no {CONFIG_NAME}); "
-                          "start it with `rendergrad run FILE --out DIR`")
-    cfg = json.loads(path.read_text())
+    cfg = read_run_config(out)
     return run_config(cfg, out, resume=True, progress=progress, registry=registry)

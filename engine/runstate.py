@@ -15,7 +15,7 @@ import torch
 
 from .asktell import Answer
 from .callbacks import Callback, CallbackList
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import deferred_interrupts, load_checkpoint, save_checkpoint
 from .errors import ConfigError
 from .registry import Registry
 
@@ -41,7 +41,7 @@ class RunState:
             "extra_renders": ev.extra_renders, "elapsed": self.elapsed(),
             "evaluator": snap.get("evaluator") or ev.state_dict(),
             "best_loss": self.best["loss"], "best_u": self.best["u"], "best_step": self.best["step"],
-            "since_best": self.since_best, "answers": [a.to_state() for a in self._answers],
+            "since_best": self.since_best, "patience_ref": self.patience_ref, "answers": [a.to_state() for a in self._answers],
             "target": self.target,
         }
 
@@ -69,6 +69,7 @@ class RunState:
         self._elapsed_before, self._t0 = state["elapsed"], time.perf_counter()
         self.best = {"loss": state["best_loss"], "u": state["best_u"], "step": state["best_step"]}
         self.since_best = state.get("since_best", 0)
+        self.patience_ref = state.get("patience_ref", state["best_loss"])
         self.run_id = state.get("run_id", self.run_id)
         self._answers = [Answer.from_state(a) for a in state.get("answers", [])]
         self._pending, self._snap, self.stopped, self._result = None, None, None, None
@@ -78,7 +79,8 @@ class RunState:
     def checkpoint(self) -> None:
         """Save to ``checkpoint_dir`` if the run has one."""
         if self.checkpoint_dir is not None:
-            self.save(self.checkpoint_dir)
+            with deferred_interrupts():  # a second Ctrl-C cannot cut the save short
+                self.save(self.checkpoint_dir)
 
     def save(self, directory: str | Path) -> Path:
         """Write the state to ``directory/checkpoint.pt`` (atomically)."""

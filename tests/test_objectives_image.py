@@ -57,7 +57,7 @@ def test_ssim_zero_for_identical_and_grows_with_noise():
     loss = o.loss(torch.stack(noisy).clamp_min(0), t)
     assert float(loss[0]) < 1e-6
     assert float(loss[0]) < float(loss[1]) < float(loss[2])
-    with pytest.raises(Exception, match="target"):
+    with pytest.raises(ConfigError, match="objective 'ssim' compares against a reference: give one"):
         o.loss(torch.stack(noisy), None)
 
 

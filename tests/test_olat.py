@@ -174,6 +174,32 @@ def test_olat_ad_recovers_multipliers_and_is_deterministic():
     assert float(hi.multipliers.max()) <= 1.1 + 1e-6 and float(hi.multipliers.min()) >= 0.0
 
 
+def test_olat_ad_renders_through_the_batch_evaluator():
+    """Renders are counted and checked on the one evaluation path, chunked by max_batch."""
+    from rendergrad.errors import RendererOutputError
+
+    class Counting(OlatRenderer):
+        rows = 0
+
+        def render(self, theta):
+            Counting.rows += theta.shape[0]
+            return super().render(theta)
+
+    b = make_basis(lights=2)
+    target = OlatRenderer(b).relight(torch.tensor([[[1.3, 0.7, 1.0], [0.5, 1.1, 1.6]]]))[0].detach()
+    whole = olat_ad(OlatRenderer(b), MSE(), target, batch=5, steps=12, seed=2)
+    chunked = olat_ad(Counting(b), MSE(), target, batch=5, steps=12, seed=2, max_batch=2)
+    torch.testing.assert_close(chunked.multipliers, whole.multipliers, rtol=0, atol=1e-6)
+    assert chunked.renders == whole.renders == Counting.rows == 5 * 13 and chunked.extra_renders == 0
+    assert [h["evaluations"] for h in chunked.history] == [5 * (i + 1) for i in range(12)]
+    assert chunked.to_json()["renders"] == 65
+    # A basis that relights to NaN is refused by the evaluator, naming the multipliers.
+    bad = make_basis(lights=2)
+    bad.images[1, 0, 0, 0] = float("nan")
+    with pytest.raises(RendererOutputError, match=r"NaN/inf pixel values at parameters \{'l0'"):
+        olat_ad(OlatRenderer(bad), MSE(), target, batch=2, steps=3)
+
+
 def test_random_resized_crop_shapes_and_identity():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 10, 14, 3)

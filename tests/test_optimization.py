@@ -37,7 +37,7 @@ def _drive(opt_factory, tmp_path, *, save_every_call: bool):
             opt = rg.Optimization.load(tmp_path)
             assert opt.ask().id == batch.id
             batch = opt.ask() if batch.differentiable else batch   # autograd needs the live theta
-        theta = batch.theta.to(torch.float32)
+        theta = batch.theta   # float64, exactly what the loop would give the renderer
         images = renderer.render(theta)
         opt.tell(batch, images)
         calls += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 
 from ..errors import ConfigError
 from ..params import ParamSpace
+from ..result import json_safe
 
 FORMAT = "rendergrad-meta/1"
 FILENAME = "meta.json"
@@ -90,18 +90,10 @@ class MetaParams:
     def save(self, directory: str | Path, space: ParamSpace | None = None) -> Path:
         path = Path(directory) / FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_json_safe(self.to_json(space)), indent=2))
+        path.write_text(json.dumps(json_safe(self.to_json(space)), indent=2))
         return path
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def load_meta(source: "str | Path | MetaParams | dict") -> MetaParams:

@@ -6,7 +6,9 @@ parameter, to show everything a studio's server has to do:
     python examples/bridge/minimal_server.py tcp://127.0.0.1:5555
     rendergrad run examples/bridge/minimal.toml --out runs/minimal     # attaches to it
 
-Options: --delay SECONDS (pretend each image takes that long), --size N (image N×N).
+Options: --delay SECONDS (pretend each image takes that long), --size N (image N×N),
+--margin M (x and y range over [M, 1 - M] instead of [0, 1]; bounds such as 0.15 and 0.85 are
+not exact in binary floating point, so a client must send them as float64, unrounded).
 """
 
 import argparse
@@ -24,6 +26,14 @@ PARAMS = [
 ]
 LOW = np.array([p["low"] for p in PARAMS])
 HIGH = np.array([p["high"] for p in PARAMS])
+
+
+def set_margin(margin):
+    """x, y over [margin, 1 - margin]: the bounds every request is checked against, exactly."""
+    for p in PARAMS[:2]:
+        p["low"], p["high"] = margin, 1.0 - margin
+        p["init"] = min(max(p["init"], margin), 1.0 - margin)
+    LOW[:2], HIGH[:2] = margin, 1.0 - margin
 MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -58,8 +68,10 @@ def handle(frames, size, delay):
     req_id, op = head.get("id"), head.get("op")
     if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
         req_id = None
-    if head.get("v") != 1:
+    if type(head.get("v")) is not int or head.get("v") != 1:  # 1.0 is not the integer 1
         return error(req_id, op, "unsupported_version", "this server speaks version 1")
+    if req_id is None:
+        return error(None, op, "bad_request", "every request needs an integer or string id")
     if op == "hello":
         if 1 not in (head.get("versions") or [1]):
             return error(req_id, op, "unsupported_version", "this server speaks version 1")
@@ -86,8 +98,11 @@ def handle(frames, size, delay):
     if batch > 256:
         return error(req_id, op, "too_large", "max_batch is 256")
     params = np.frombuffer(frames[1], dtype="<f8").reshape(batch, n)
-    if not np.isfinite(params).all() or (params < LOW).any() or (params > HIGH).any():
-        return error(req_id, op, "out_of_bounds", "parameters outside their bounds")
+    bad = ~np.isfinite(params) | (params < LOW) | (params > HIGH)  # exact: no tolerance
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        return error(req_id, op, "out_of_bounds", f"theta[{row}, {col}] ({PARAMS[col]['name']}) = "
+                     f"{params[row, col]!r} outside [{LOW[col]!r}, {HIGH[col]!r}]")
     images = []
     for x, y, power in params:
         time.sleep(delay)
@@ -100,7 +115,9 @@ def main():
     ap.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5555")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--margin", type=float, default=0.0)
     args = ap.parse_args()
+    set_margin(args.margin)
     if not args.endpoint.startswith(("ipc://", "tcp://127.0.0.1:")):
         raise SystemExit("bind to tcp://127.0.0.1:PORT or ipc:// only")
     ctx = zmq.Context()

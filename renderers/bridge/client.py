@@ -10,6 +10,7 @@ counted in :attr:`BridgeRenderer.stats`, never in the images the optimizer is ch
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import os
 import shutil
@@ -33,6 +34,9 @@ from rendergrad.errors import ConfigError, RendererFailure
 from . import protocol as P
 from .endpoints import check_endpoint
 
+log = logging.getLogger("rendergrad.bridge")
+
+SEED_MODES = ("per_render", "per_batch", "fixed")
 NON_RETRYABLE = {P.E_BAD_MESSAGE, P.E_BAD_VERSION, P.E_UNKNOWN_OP, P.E_BAD_REQUEST, P.E_TOO_LARGE,
                  P.E_UNKNOWN_PARAMETER, P.E_OUT_OF_BOUNDS}
 
@@ -91,6 +95,7 @@ class _Worker:
     sock: Any = None
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    log_offset: int = 0            # where the current process's output starts in `log`
     state: str = "starting"        # starting → ready; down when it cannot be used
     since: float = 0.0             # when the current request / start began
     pending: tuple[int, int] | None = None   # (request id, chunk index)
@@ -187,6 +192,10 @@ class BridgeRenderer(Renderer):
 
     def state_dict(self) -> dict[str, Any]:
         return {"counter": self._counter, "batches": self._batches}
+
+    def worker_stats(self) -> dict[str, int]:
+        """Worker restarts, retried chunks and timeouts so far (``result.json``'s ``workers``)."""
+        return {k: int(self.stats[k]) for k in ("restarts", "retries", "timeouts")}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._counter = int(state.get("counter", 0))
@@ -293,6 +302,8 @@ class BridgeRenderer(Renderer):
                             raise RendererFailure(f"bridge renderer: rendering images {s}..{e - 1} failed "
                                                   f"{attempts[c]} times; last: {msg}")
                         self.stats["retries"] += 1
+                        log.warning("bridge: %s; retrying images %d..%d (retry %d of %d)", msg, s, e - 1,
+                                    attempts[c], self.retries)
                         queue.appendleft(c)
                         continue
                     imgs = reply.images
@@ -308,10 +319,14 @@ class BridgeRenderer(Renderer):
             for w in self.workers:
                 if w.state == "ready" and w.pending is not None:
                     if w.proc is not None and w.proc.poll() is not None:
-                        self._fail(w, f"exited with code {w.proc.returncode}", queue, chunks, attempts)
+                        # A launched worker's death is seen through its process within one poll
+                        # (50 ms), not after `timeout`.
+                        self._fail(w, f"exited with code {w.proc.returncode} after {now - w.since:.2f} s on "
+                                   "its request (noticed through its process)", queue, chunks, attempts)
                     elif now - w.since > self.timeout:
                         self.stats["timeouts"] += 1
-                        self._fail(w, f"did not answer within {self.timeout:g} s", queue, chunks, attempts)
+                        self._fail(w, f"did not answer within {self.timeout:g} s (timeout)", queue, chunks,
+                                   attempts)
                 elif w.state == "starting":
                     self._check_starting(w, now)
         out = np.concatenate(done) if len(done) > 1 else done[0]  # type: ignore[arg-type]
@@ -344,7 +359,11 @@ class BridgeRenderer(Renderer):
                                       f"(retries={self.retries}); last: worker {w.index} ({w.endpoint}) {why}"
                                       f"{self._log_tail(w)}")
             self.stats["retries"] += 1
+            log.warning("bridge: worker %d (%s) %s; retrying images %d..%d (retry %d of %d)",
+                        w.index, w.endpoint, why, s, e - 1, attempts[c], self.retries)
             queue.appendleft(c)
+        else:
+            log.warning("bridge: worker %d (%s) %s", w.index, w.endpoint, why)
         w.reason = why
         self._restart(w)
 
@@ -358,9 +377,12 @@ class BridgeRenderer(Renderer):
             if w.restarts >= self.max_restarts:
                 w.state = "down"
                 w.reason += f" (restarted {w.restarts} times already; max_restarts={self.max_restarts})"
+                log.warning("bridge: worker %d is not restarted again: %s", w.index, w.reason)
                 return
             w.restarts += 1
             self.stats["restarts"] += 1
+            log.warning("bridge: restarting worker %d (restart %d of at most %d): %s", w.index, w.restarts,
+                        self.max_restarts, w.reason.split("\n")[0])
             self._spawn(w)
         else:
             # Somebody else's server: keep a fresh socket and let it prove itself with a hello.
@@ -376,8 +398,9 @@ class BridgeRenderer(Renderer):
                 pass
         argv = [c.replace("{endpoint}", w.endpoint) for c in self.command]
         env = dict(os.environ, **self.env)
-        with open(w.log, "ab") as log:  # type: ignore[arg-type]
-            w.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        w.log_offset = w.log.stat().st_size if w.log.exists() else 0  # type: ignore[union-attr]
+        with open(w.log, "ab") as out:  # type: ignore[arg-type]
+            w.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True, env=env,
                                       preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None)
         self._owned.procs = [x.proc for x in self.workers if x.proc is not None]
@@ -521,7 +544,10 @@ class BridgeRenderer(Renderer):
     def _log_tail(w: _Worker, lines: int = 8) -> str:
         if w.log is None or not w.log.exists():
             return ""
-        tail = w.log.read_text(errors="replace").strip().splitlines()[-lines:]
+        with open(w.log, "rb") as f:  # only the current process's output: earlier runs repeat it
+            f.seek(w.log_offset)
+            text = f.read().decode(errors="replace")
+        tail = text.strip().splitlines()[-lines:]
         return ("\n  server log (last lines):\n    " + "\n    ".join(tail)) if tail else ""
 
 

@@ -144,13 +144,16 @@ def decode_request(frames: Sequence[bytes], *, max_message_bytes: int = DEFAULT_
                                          f"{max_message_bytes} (split the batch)")
     header = _loads_header(frames[0])
     v = header.get("v")
-    if v not in SUPPORTED_VERSIONS or isinstance(v, bool):
+    if type(v) is not int or v not in SUPPORTED_VERSIONS:  # 1.0 and true are not the version 1
         raise ProtocolError(E_BAD_VERSION, f"protocol version {v!r} is not supported; this server speaks "
-                                           f"{list(SUPPORTED_VERSIONS)}")
+                                           f"{list(SUPPORTED_VERSIONS)} (an integer)")
     op = header.get("op")
     if op not in OPS:
         raise ProtocolError(E_UNKNOWN_OP, f"unknown op {op!r}; valid ops: {', '.join(OPS)}")
-    if "id" in header and _valid_id(header["id"]) is None:
+    if "id" not in header:
+        raise ProtocolError(E_BAD_REQUEST, "every request needs an id (an integer or a string of at most 128 "
+                                           "characters), echoed in the reply")
+    if _valid_id(header["id"]) is None:
         raise ProtocolError(E_BAD_REQUEST, "id must be an integer or a string of at most 128 characters")
     req = Request(op=op, id=header.get("id"), header=header)
     if op != "render":

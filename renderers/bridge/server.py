@@ -135,13 +135,12 @@ class Server:
         if reply_bytes > self.max_message_bytes:
             raise P.ProtocolError(P.E_TOO_LARGE, f"the reply would be {reply_bytes} bytes, over the "
                                                  f"{self.max_message_bytes} limit; send smaller batches")
-        span = np.maximum(self._hi - self._lo, 1e-12)
-        bad = (params < self._lo - 1e-6 * span) | (params > self._hi + 1e-6 * span)
+        # Exact: low <= value <= high with no tolerance, as docs/bridge-protocol.md specifies.
+        bad = (params < self._lo) | (params > self._hi)
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise P.ProtocolError(P.E_OUT_OF_BOUNDS, f"{self._space.coordinate_name(col)} = {params[row, col]:g} "
-                                  f"is outside [{self._lo[col]:g}, {self._hi[col]:g}]")
-        params = np.clip(params, self._lo, self._hi)
+            raise P.ProtocolError(P.E_OUT_OF_BOUNDS, f"theta[{row}, {col}] ({self._space.coordinate_name(col)}) = "
+                                  f"{params[row, col]!r} is outside [{self._lo[col]!r}, {self._hi[col]!r}]")
         params = np.where(self._discrete, np.round(params), params)
         out = self.render(params, seeds=req.seeds) if self._takes_seeds else self.render(params)
         out = np.asarray(out, dtype=np.float32)
@@ -231,7 +230,7 @@ class RendererServer(Server):
         self.name = renderer.name
         self._space = renderer.parameter_space()
         import torch
-        probe = renderer.render(self._space.initial_theta().to(torch.float32).unsqueeze(0))
+        probe = renderer.render(self._space.initial_theta().unsqueeze(0))
         self._shape = tuple(int(s) for s in np.asarray(probe.detach() if hasattr(probe, "detach") else probe).shape[1:])
 
     def describe(self) -> dict[str, Any]:
@@ -243,7 +242,7 @@ class RendererServer(Server):
     def render(self, params: np.ndarray) -> np.ndarray:
         import torch
         with torch.no_grad():
-            out = self.renderer.render(torch.from_numpy(params).to(torch.float32))
+            out = self.renderer.render(torch.from_numpy(np.ascontiguousarray(params, dtype=np.float64)))
         return out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
 
     def close(self) -> None:

@@ -150,7 +150,7 @@ class MitsubaRenderer(Renderer):
 
     def seek(self, index: int, batch: int) -> None:
         """Seeds follow each image's place in the run, so any worker renders the same image."""
-        self._counter = int(batch) if self.seed_mode == "common" else int(index)
+        self._counter = int(batch) if self.seed_mode == "per_batch" else int(index)
 
     def close(self) -> None:
         self._wrapped = None
