@@ -37,7 +37,8 @@ EPILOG = """examples:
   rendergrad runs runs/ --sort best_loss
   rendergrad compare runs/plateau runs/p2 --out compare.png
 
-A run file has sections [renderer] [target] [objective] [estimator] [optimizer] [params];
+A run file has sections [renderer] [target] [objective] [estimator] [optimizer] [params],
+optionally [executor] (where renders run) and [[callbacks]] (what watches the run);
 see docs/configuration.md. Parameters are optimized in a normalised [0,1] space, so
 optimizer.lr is a fraction of each parameter's range."""
 
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rendergrad {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    sp = sub.add_parser("plugins", help="list renderers, objectives and estimators, with availability")
+    sp = sub.add_parser("plugins", help="list renderers, objectives, estimators, executors and callbacks, with availability")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--kind", choices=["renderer", "objective", "estimator", "executor", "callback"], help="only this kind")
     sp.set_defaults(func=_cmd_plugins)
