@@ -67,15 +67,14 @@ class ProcessExecutor(Pool):
         self._conns: list[Any] = [None] * self.k
         self._all: list[Any] = []          # every process ever started, for the finalizer
         self._finalizer = weakref.finalize(self, _reap, self._all)
-        self._recipe_bytes = b""
 
     def _open(self) -> None:
-        self._recipe_bytes = pickle.dumps(self.recipe)
+        pickle.dumps(self.recipe)  # options a worker cannot receive fail here, once, not per spawn
 
     def _spawn(self, w: int) -> None:
         self._drop(w)
         parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(target=process_main, args=(child, self._recipe_bytes, self.threads),
+        p = self._ctx.Process(target=process_main, args=(child, self.recipe, self.threads),
                               name=f"rendergrad-{self.name}-{w}", daemon=True)
         p.start()
         child.close()

@@ -8,7 +8,6 @@ is computed the same way in every process.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import time
 import traceback
@@ -64,8 +63,11 @@ class RenderWorker:
         self.renderer.close()
 
 
-def process_main(conn: Any, recipe_bytes: bytes, threads: int | None) -> None:
+def process_main(conn: Any, recipe: RendererRecipe, threads: int | None) -> None:
     """Entry point of a ``processes`` worker; speaks over a pipe only to the process that spawned it.
+
+    The pipe is an anonymous one multiprocessing creates between this process and its parent:
+    nothing else can write to it, and nothing here reads from a socket or a file.
 
     Messages (tuples): ``("render", task, theta, index, batch)`` → ``("ok", task, images, seconds)``
     or ``("fail", task, message, traceback)``; ``("close",)`` ends the worker. The first message
@@ -73,7 +75,6 @@ def process_main(conn: Any, recipe_bytes: bytes, threads: int | None) -> None:
     """
     quiet_worker(threads)
     try:
-        recipe = pickle.loads(recipe_bytes)
         worker = RenderWorker(recipe)
     except BaseException as e:  # the constructor's error, told to the driver in one line
         conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
