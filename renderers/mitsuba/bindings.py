@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from rendergrad.declarations import axes_indices, declaration_list
 from rendergrad.errors import ConfigError, ParameterError
 from rendergrad.params import Param, ParamSpace
 
@@ -60,23 +61,6 @@ class Binding:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _as_list(declarations: Any) -> list[dict[str, Any]]:
-    if isinstance(declarations, Mapping):
-        return [dict(v, name=k) for k, v in declarations.items()]
-    if isinstance(declarations, (list, tuple)):
-        out = []
-        for i, d in enumerate(declarations):
-            if not isinstance(d, Mapping):
-                raise ConfigError(f"mitsuba renderer: params[{i}] must be a table, got {type(d).__name__}")
-            out.append(dict(d))
-        return out
-    raise ConfigError("mitsuba renderer: `params` must be a list of parameter tables (or a table of tables)")
-
-
-def _axes_index(axes: str, who: str) -> list[int]:
-    if not axes or any(a not in "xyz" for a in axes) or len(set(axes)) != len(axes):
-        raise ConfigError(f"{who}: axes must be a non-empty subset of 'xyz' without repeats, got {axes!r}")
-    return ["xyz".index(a) for a in axes]
 
 
 class SceneBindings:
@@ -87,7 +71,7 @@ class SceneBindings:
         self.keys = list(params.keys())
         self.objects = self._movable_objects()
         self.bindings: list[Binding] = []
-        items = _as_list(declarations)
+        items = declaration_list(declarations, "mitsuba renderer")
         if not items:
             raise ConfigError("mitsuba renderer: declare at least one parameter in `params`, e.g. "
                               "{ name = \"albedo\", key = \"wall.bsdf.reflectance.value\" }")
@@ -195,7 +179,7 @@ class SceneBindings:
                 if axis is not None:
                     raise ConfigError(f"{who}: `axis` is for rotate; use `axes` = \"xyz\" subset")
                 b.axes = axes if axes is not None else "xyz"
-                idx = _axes_index(b.axes, who)
+                idx = axes_indices(b.axes, who)
                 size = len(idx)
                 if kind == "translate":
                     default = np.zeros(size)
@@ -325,7 +309,7 @@ class SceneBindings:
                 if b.kind == "rotate":
                     rot = mi.Transform4f().rotate(mi.Vector3f(*b.axis), coord(b.start)) @ rot
                     continue
-                for j, a in enumerate(_axes_index(b.axes, "")):
+                for j, a in enumerate(axes_indices(b.axes, "")):
                     c = coord(b.start + j)
                     if b.kind == "translate":
                         t[a] = t[a] + c

@@ -22,10 +22,11 @@ autograd intact; it is plain torch, so it runs and is tested on the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
+from rendergrad.declarations import axes_indices, declaration_list
 from rendergrad.errors import ConfigError, ParameterError
 from rendergrad.params import Param, ParamSpace
 
@@ -88,23 +89,6 @@ class State:
     background: torch.Tensor               # [B,3] or [H,W,3]
 
 
-def _as_list(declarations: Any) -> list[dict[str, Any]]:
-    if isinstance(declarations, Mapping):
-        return [dict(v, name=k) for k, v in declarations.items()]
-    if isinstance(declarations, (list, tuple)):
-        out = []
-        for i, d in enumerate(declarations):
-            if not isinstance(d, Mapping):
-                raise ConfigError(f"nvdiffrast renderer: params[{i}] must be a table, got {type(d).__name__}")
-            out.append(dict(d))
-        return out
-    raise ConfigError("nvdiffrast renderer: `params` must be a list of parameter tables (or a table of tables)")
-
-
-def _axes(axes: str, who: str) -> list[int]:
-    if not isinstance(axes, str) or not axes or any(a not in "xyz" for a in axes) or len(set(axes)) != len(axes):
-        raise ConfigError(f"{who}: axes must be a non-empty subset of 'xyz' without repeats, got {axes!r}")
-    return ["xyz".index(a) for a in axes]
 
 
 class SceneBindings:
@@ -112,7 +96,7 @@ class SceneBindings:
 
     def __init__(self, scene: Scene, declarations: Any):
         self.scene = scene
-        items = _as_list(declarations)
+        items = declaration_list(declarations, "nvdiffrast renderer")
         if not items:
             raise ConfigError("nvdiffrast renderer: declare at least one parameter in `params`, e.g. "
                               "{ name = \"pos\", translate = \"box\", axes = \"xy\", low = -1, high = 1 }")
@@ -148,7 +132,7 @@ class SceneBindings:
         if not isinstance(target, str):
             raise ConfigError(f"{who}: {kind} must name an id (a string), got {target!r}")
         b = Binding(param=None, kind=kind, target=target)  # type: ignore[arg-type]
-        b.axes = _axes(d.pop("axes", "xyz"), who)
+        b.axes = axes_indices(d.pop("axes", "xyz"), who)
         axis = d.pop("axis", [0.0, 1.0, 0.0])
         try:
             b.axis = tuple(float(a) for a in axis)  # type: ignore[assignment]
