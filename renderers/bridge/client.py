@@ -10,6 +10,7 @@ counted in :attr:`BridgeRenderer.stats`, never in the images the optimizer is ch
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -87,6 +88,17 @@ class _Processes:
             self.tmpdir = None
 
 
+class WorkerState(enum.Enum):
+    """Where a worker is: ``STARTING`` (hello sent) → ``READY``; ``DOWN`` when it cannot be used."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DOWN = "down"
+
+
+USABLE = (WorkerState.STARTING, WorkerState.READY)
+
+
 @dataclass
 class _Worker:
     index: int
@@ -96,13 +108,47 @@ class _Worker:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     log_offset: int = 0            # where the current process's output starts in `log`
-    state: str = "starting"        # starting → ready; down when it cannot be used
+    state: WorkerState = WorkerState.STARTING
     since: float = 0.0             # when the current request / start began
     pending: tuple[int, int] | None = None   # (request id, chunk index)
     hello_id: int | None = None
     restarts: int = 0
     reason: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def idle(self) -> bool:
+        """Ready and holding no request: the next chunk may go here."""
+        return self.state is WorkerState.READY and self.pending is None
+
+
+class _Batch:
+    """One ``render_params`` call's bookkeeping: chunks queued, attempts per chunk, images received.
+
+    It knows nothing of sockets, so dispatch, polling and retries can share it without passing
+    four loose lists around.
+    """
+
+    def __init__(self, params: np.ndarray, seeds: list[int] | None, size: int) -> None:
+        b = params.shape[0]
+        self.params, self.seeds = params, seeds
+        self.chunks = [(s, min(b, s + size)) for s in range(0, b, size)]
+        self.queue = collections.deque(range(len(self.chunks)))
+        self.attempts = [0] * len(self.chunks)
+        self.done: list[np.ndarray | None] = [None] * len(self.chunks)
+        self.remaining = len(self.chunks)
+
+    def complete(self, c: int, images: np.ndarray) -> None:
+        self.done[c] = images
+        self.remaining -= 1
+
+    def lose(self, c: int) -> int:
+        """Count one more failed attempt at chunk ``c``; returns how many so far."""
+        self.attempts[c] += 1
+        return self.attempts[c]
+
+    def images(self) -> np.ndarray:
+        return np.concatenate(self.done) if len(self.done) > 1 else self.done[0]  # type: ignore[arg-type]
 
 
 class BridgeRenderer(Renderer):
@@ -247,91 +293,102 @@ class BridgeRenderer(Renderer):
         """Render ``[batch, n]`` float64 on the workers; ``[batch, H, W, C]`` float32 in order."""
         if self._closed:
             raise RendererFailure("bridge renderer is closed")
-        b = params.shape[0]
         self._revive()
-        usable = [w for w in self.workers if w.state in ("ready", "starting")]
-        k = max(1, len(usable))
-        size = min(self.chunk_size or math.ceil(b / k), self._max_chunk())
-        chunks = [(s, min(b, s + size)) for s in range(0, b, size)]
-        queue = collections.deque(range(len(chunks)))
-        attempts = [0] * len(chunks)
-        done: list[np.ndarray | None] = [None] * len(chunks)
-        remaining = len(chunks)
-        zmq = self._zmq
-        while remaining:
-            for w in self.workers:
-                if w.state == "ready" and w.pending is None and queue:
-                    c = queue.popleft()
-                    s, e = chunks[c]
-                    self._req += 1
-                    w.pending = (self._req, c)
-                    w.since = time.monotonic()
-                    self.stats["requests"] += 1
-                    w.sock.send_multipart([b"", *P.encode_request(
-                        "render", self._req, params=params[s:e], seeds=None if seeds is None else seeds[s:e],
-                        names=self.space.names)], copy=False)
-            if not any(w.state in ("ready", "starting") for w in self.workers):
+        batch = _Batch(params, seeds, self._chunk_size(params.shape[0]))
+        while batch.remaining:
+            self._dispatch(batch)
+            if not any(w.state in USABLE for w in self.workers):
                 raise RendererFailure("bridge renderer: no worker is left to render on: " + self._why())
-            poller = zmq.Poller()
-            for w in self.workers:
-                if w.sock is not None and w.state in ("ready", "starting"):
-                    poller.register(w.sock, zmq.POLLIN)
-            events = dict(poller.poll(50))
-            for w in list(self.workers):
-                if w.sock is not None and w.sock in events:
-                    # zero-copy receive: the image bytes are copied once, into the output array
-                    frames = [f.buffer for f in w.sock.recv_multipart(copy=False)]
-                    reply = self._decode(w, frames)
-                    if reply is None:
-                        continue
-                    if w.state == "starting":
-                        self._on_hello(w, reply)
-                        continue
-                    if w.pending is None or reply.id != w.pending[0]:
-                        continue  # a stale reply to a request we gave up on
-                    c = w.pending[1]
-                    s, e = chunks[c]
-                    if not reply.ok:
-                        msg = f"worker {w.index} ({w.endpoint}) replied {reply.code}: {reply.message}"
-                        if reply.code in NON_RETRYABLE:
-                            raise RendererFailure(f"bridge renderer: {msg}")
-                        w.pending = None
-                        attempts[c] += 1
-                        self.stats["lost"] += e - s
-                        if attempts[c] > self.retries:
-                            raise RendererFailure(f"bridge renderer: rendering images {s}..{e - 1} failed "
-                                                  f"{attempts[c]} times; last: {msg}")
-                        self.stats["retries"] += 1
-                        log.warning("bridge: %s; retrying images %d..%d (retry %d of %d)", msg, s, e - 1,
-                                    attempts[c], self.retries)
-                        queue.appendleft(c)
-                        continue
-                    imgs = reply.images
-                    want = (e - s, *self.image_shape)
-                    if imgs is None or imgs.shape != want:
-                        got = None if imgs is None else imgs.shape
-                        self._fail(w, f"sent images of shape {got}, expected {want}", queue, chunks, attempts)
-                        continue
-                    done[c] = imgs
-                    remaining -= 1
-                    w.pending = None
-            now = time.monotonic()
-            for w in self.workers:
-                if w.state == "ready" and w.pending is not None:
-                    if w.proc is not None and w.proc.poll() is not None:
-                        # A launched worker's death is seen through its process within one poll
-                        # (50 ms), not after `timeout`.
-                        self._fail(w, f"exited with code {w.proc.returncode} after {now - w.since:.2f} s on "
-                                   "its request (noticed through its process)", queue, chunks, attempts)
-                    elif now - w.since > self.timeout:
-                        self.stats["timeouts"] += 1
-                        self._fail(w, f"did not answer within {self.timeout:g} s (timeout)", queue, chunks,
-                                   attempts)
-                elif w.state == "starting":
-                    self._check_starting(w, now)
-        out = np.concatenate(done) if len(done) > 1 else done[0]  # type: ignore[arg-type]
-        self.stats["images"] += b
-        return out
+            self._poll_replies(batch)
+            self._check_workers(batch)
+        self.stats["images"] += params.shape[0]
+        return batch.images()
+
+    def _chunk_size(self, b: int) -> int:
+        """Images per request: the batch shared evenly by the usable workers, within server limits."""
+        k = max(1, sum(w.state in USABLE for w in self.workers))
+        return min(self.chunk_size or math.ceil(b / k), self._max_chunk())
+
+    def _dispatch(self, batch: _Batch) -> None:
+        """Send the next queued chunk to every idle ready worker."""
+        for w in self.workers:
+            if w.idle and batch.queue:
+                c = batch.queue.popleft()
+                s, e = batch.chunks[c]
+                self._req += 1
+                w.pending = (self._req, c)
+                w.since = time.monotonic()
+                self.stats["requests"] += 1
+                w.sock.send_multipart([b"", *P.encode_request(
+                    "render", self._req, params=batch.params[s:e],
+                    seeds=None if batch.seeds is None else batch.seeds[s:e], names=self.space.names)], copy=False)
+
+    def _poll_replies(self, batch: _Batch) -> None:
+        """Wait up to 50 ms for replies and hand each one to the batch (or to the hello handshake)."""
+        zmq = self._zmq
+        poller = zmq.Poller()
+        for w in self.workers:
+            if w.sock is not None and w.state in USABLE:
+                poller.register(w.sock, zmq.POLLIN)
+        events = dict(poller.poll(50))
+        for w in list(self.workers):
+            if w.sock is not None and w.sock in events:
+                # zero-copy receive: the image bytes are copied once, into the output array
+                reply = self._decode(w, [f.buffer for f in w.sock.recv_multipart(copy=False)])
+                if reply is None:
+                    continue
+                if w.state is WorkerState.STARTING:
+                    self._on_hello(w, reply)
+                elif w.pending is not None and reply.id == w.pending[0]:  # else: stale, given up on
+                    self._on_render_reply(w, reply, batch)
+
+    def _on_render_reply(self, w: _Worker, reply: P.Reply, batch: _Batch) -> None:
+        """A worker answered its chunk: keep the images, retry an error, or fail the worker."""
+        c = w.pending[1]  # type: ignore[index]
+        s, e = batch.chunks[c]
+        if not reply.ok:
+            msg = f"worker {w.index} ({w.endpoint}) replied {reply.code}: {reply.message}"
+            if reply.code in NON_RETRYABLE:
+                raise RendererFailure(f"bridge renderer: {msg}")
+            w.pending = None
+            self._retry(batch, c, msg, lambda n: f"bridge renderer: rendering images {s}..{e - 1} failed "
+                                                 f"{n} times; last: {msg}")
+            return
+        imgs = reply.images
+        want = (e - s, *self.image_shape)
+        if imgs is None or imgs.shape != want:
+            got = None if imgs is None else imgs.shape
+            self._fail(w, f"sent images of shape {got}, expected {want}", batch)
+            return
+        batch.complete(c, imgs)
+        w.pending = None
+
+    def _check_workers(self, batch: _Batch) -> None:
+        """Notice dead and silent workers: a busy one that exited or timed out loses its chunk."""
+        now = time.monotonic()
+        for w in self.workers:
+            if w.state is WorkerState.READY and w.pending is not None:
+                if w.proc is not None and w.proc.poll() is not None:
+                    # A launched worker's death is seen through its process within one poll
+                    # (50 ms), not after `timeout`.
+                    self._fail(w, f"exited with code {w.proc.returncode} after {now - w.since:.2f} s on "
+                               "its request (noticed through its process)", batch)
+                elif now - w.since > self.timeout:
+                    self.stats["timeouts"] += 1
+                    self._fail(w, f"did not answer within {self.timeout:g} s (timeout)", batch)
+            elif w.state is WorkerState.STARTING:
+                self._check_starting(w, now)
+
+    def _retry(self, batch: _Batch, c: int, what: str, final: Callable[[int], str]) -> None:
+        """Chunk ``c`` was lost: count it and queue it first, or raise ``final(attempts)`` past ``retries``."""
+        s, e = batch.chunks[c]
+        n = batch.lose(c)
+        self.stats["lost"] += e - s
+        if n > self.retries:
+            raise RendererFailure(final(n))
+        self.stats["retries"] += 1
+        log.warning("bridge: %s; retrying images %d..%d (retry %d of %d)", what, s, e - 1, n, self.retries)
+        batch.queue.appendleft(c)
 
     def _max_chunk(self) -> int:
         """The largest request every server accepts (hello's max_batch and max_message_bytes)."""
@@ -346,22 +403,16 @@ class BridgeRenderer(Renderer):
                 limit = min(limit, max(1, (mm - 4096) // per_image))
         return limit
 
-    def _fail(self, w: _Worker, why: str, queue, chunks, attempts) -> None:
+    def _fail(self, w: _Worker, why: str, batch: _Batch) -> None:
         """A worker lost its chunk: requeue it, then restart (launched) or set the worker aside."""
         if w.pending is not None:
             c = w.pending[1]
-            s, e = chunks[c]
+            s, e = batch.chunks[c]
             w.pending = None
-            attempts[c] += 1
-            self.stats["lost"] += e - s
-            if attempts[c] > self.retries:
-                raise RendererFailure(f"bridge renderer: images {s}..{e - 1} were lost {attempts[c]} times "
-                                      f"(retries={self.retries}); last: worker {w.index} ({w.endpoint}) {why}"
-                                      f"{self._log_tail(w)}")
-            self.stats["retries"] += 1
-            log.warning("bridge: worker %d (%s) %s; retrying images %d..%d (retry %d of %d)",
-                        w.index, w.endpoint, why, s, e - 1, attempts[c], self.retries)
-            queue.appendleft(c)
+            self._retry(batch, c, f"worker {w.index} ({w.endpoint}) {why}",
+                        lambda n: f"bridge renderer: images {s}..{e - 1} were lost {n} times "
+                                  f"(retries={self.retries}); last: worker {w.index} ({w.endpoint}) {why}"
+                                  f"{self._log_tail(w)}")
         else:
             log.warning("bridge: worker %d (%s) %s", w.index, w.endpoint, why)
         w.reason = why
@@ -375,7 +426,7 @@ class BridgeRenderer(Renderer):
             if w.proc is not None:
                 kill_group(w.proc, grace=1.0)
             if w.restarts >= self.max_restarts:
-                w.state = "down"
+                w.state = WorkerState.DOWN
                 w.reason += f" (restarted {w.restarts} times already; max_restarts={self.max_restarts})"
                 log.warning("bridge: worker %d is not restarted again: %s", w.index, w.reason)
                 return
@@ -415,7 +466,7 @@ class BridgeRenderer(Renderer):
             w.sock.curve_serverkey = self.server_key.encode() if isinstance(self.server_key, str) else self.server_key
             w.sock.curve_publickey, w.sock.curve_secretkey = pub, sec
         w.sock.connect(w.endpoint)
-        w.state, w.pending, w.since = "starting", None, time.monotonic()
+        w.state, w.pending, w.since = WorkerState.STARTING, None, time.monotonic()
         self._req += 1
         w.hello_id = self._req
         w.sock.send_multipart([b"", *P.encode_request("hello", self._req, extra={"versions": [P.PROTOCOL_VERSION]})])
@@ -427,25 +478,25 @@ class BridgeRenderer(Renderer):
             return P.decode_reply(frames[1:])
         except P.ProtocolError as e:
             w.reason = f"sent a malformed reply: {e.message}"
-            w.state = "down"
+            w.state = WorkerState.DOWN
             return None
 
     def _on_hello(self, w: _Worker, reply: P.Reply) -> None:
         if reply.id != w.hello_id:
             return
         if not reply.ok:
-            w.state, w.reason = "down", f"refused hello: {reply.code}: {reply.message}"
+            w.state, w.reason = WorkerState.DOWN, f"refused hello: {reply.code}: {reply.message}"
             if reply.code == P.E_BAD_VERSION:
                 raise RendererFailure(f"bridge renderer: server {w.endpoint} {w.reason}")
             return
-        w.state, w.info = "ready", dict(reply.header)
+        w.state, w.info = WorkerState.READY, dict(reply.header)
 
     def _check_starting(self, w: _Worker, now: float) -> None:
         limit = self.startup_timeout if w.launched else self.timeout
         if w.proc is not None and w.proc.poll() is not None:
             w.reason = f"exited with code {w.proc.returncode} while starting{self._log_tail(w)}"
             if w.restarts >= self.max_restarts or not hasattr(self, "space"):
-                w.state = "down"
+                w.state = WorkerState.DOWN
                 if w.sock is not None:
                     w.sock.close(linger=0)
                     w.sock = None
@@ -453,19 +504,19 @@ class BridgeRenderer(Renderer):
                 self._restart(w)
         elif now - w.since > limit:
             w.reason = f"did not answer hello within {limit:g} s{self._log_tail(w)}"
-            w.state = "down"
+            w.state = WorkerState.DOWN
 
     def _wait_started(self) -> None:
         zmq = self._zmq
-        while any(w.state == "starting" for w in self.workers):
+        while any(w.state is WorkerState.STARTING for w in self.workers):
             poller = zmq.Poller()
             for w in self.workers:
-                if w.state == "starting":
+                if w.state is WorkerState.STARTING:
                     poller.register(w.sock, zmq.POLLIN)
             events = dict(poller.poll(50))
             now = time.monotonic()
             for w in self.workers:
-                if w.state != "starting":
+                if w.state is not WorkerState.STARTING:
                     continue
                 if w.sock in events:
                     reply = self._decode(w, w.sock.recv_multipart())
@@ -473,22 +524,22 @@ class BridgeRenderer(Renderer):
                         self._on_hello(w, reply)
                 else:
                     self._check_starting(w, now)
-        if not any(w.state == "ready" for w in self.workers):
+        if not any(w.state is WorkerState.READY for w in self.workers):
             raise RendererFailure("bridge renderer: no server answered: " + self._why())
 
     def _revive(self) -> None:
         """Give servers set aside in an earlier batch another chance (they may be back)."""
         for w in self.workers:
-            if w.state == "down" and not w.launched and w.sock is None:
+            if w.state is WorkerState.DOWN and not w.launched and w.sock is None:
                 self._connect(w)
-            elif w.state == "down" and not w.launched and time.monotonic() - w.since > self.timeout:
+            elif w.state is WorkerState.DOWN and not w.launched and time.monotonic() - w.since > self.timeout:
                 w.sock.close(linger=0)
                 self._connect(w)
 
     def _describe(self) -> None:
         descs = []
         for w in self.workers:
-            if w.state != "ready":
+            if w.state is not WorkerState.READY:
                 continue
             descs.append(self._call(w, "describe"))
         d = descs[0]
@@ -528,7 +579,7 @@ class BridgeRenderer(Renderer):
         """Round-trip time (seconds) of a ping to each ready worker."""
         out = []
         for w in self.workers:
-            if w.state == "ready":
+            if w.state is WorkerState.READY:
                 t0 = time.perf_counter()
                 self._call(w, "ping")
                 out.append(time.perf_counter() - t0)
@@ -538,7 +589,7 @@ class BridgeRenderer(Renderer):
         return [w.proc.pid if w.proc is not None else w.info.get("pid") for w in self.workers]
 
     def _why(self) -> str:
-        return "; ".join(f"worker {w.index} ({w.endpoint}): {w.reason or w.state}" for w in self.workers)
+        return "; ".join(f"worker {w.index} ({w.endpoint}): {w.reason or w.state.value}" for w in self.workers)
 
     @staticmethod
     def _log_tail(w: _Worker, lines: int = 8) -> str:
