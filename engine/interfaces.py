@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Mapping, Protocol
 
 import torch
 
@@ -54,9 +54,15 @@ class Renderer(Plugin):
     :meth:`render`. ``differentiable = True`` promises that :meth:`render` is
     autograd-differentiable with respect to ``theta``; estimators that need gradients
     (``analytic``) refuse forward-only renderers before anything is rendered.
+
+    ``differentiable`` is read from the *instance*: a renderer whose mode is an option sets
+    ``self.differentiable`` in ``__init__`` and names the options that make it differentiable
+    in ``differentiable_when`` (e.g. ``{"mode": "soft"}``), so ``rendergrad plugins`` can say
+    how to get gradients. The class attribute is what an instance with default options is.
     """
 
     differentiable: bool = False
+    differentiable_when: ClassVar[Mapping[str, Any] | None] = None
 
     @abstractmethod
     def parameter_space(self) -> ParamSpace:

@@ -48,7 +48,11 @@ class PluginInfo:
         d = {k: getattr(self, k) for k in ("kind", "name", "distribution", "version", "entry_point",
                                               "available", "reason", "summary")}
         if self.kind == "renderer":
+            # With default options; `differentiable_when` names the options that make an
+            # instance differentiable (null: it does not depend on options).
             d["differentiable"] = self.differentiable
+            when = getattr(self.cls, "differentiable_when", None)
+            d["differentiable_when"] = dict(when) if when else None
         if self.kind == "estimator" and self.cls is not None:
             d["requires_differentiable"] = bool(getattr(self.cls, "requires_differentiable", False))
         return d

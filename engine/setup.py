@@ -56,10 +56,14 @@ def check_compatible(renderer: Any, estimator: Any, *, external: bool = False) -
             "which renders made outside this process cannot carry. Use a black-box estimator "
             "(prdpt, zerograds, spsa, fd) for external renders.")
     if not getattr(renderer, "differentiable", False):
+        # The instance decides: the same renderer class may be differentiable in one mode only.
+        when = getattr(renderer, "differentiable_when", None)
+        how = (", ".join(f"{k} = {v!r}" for k, v in when.items()) if when
+               else "a differentiable mode of the renderer")
         raise IncompatiblePluginsError(
             f"estimator {estimator.name!r} needs gradients from the renderer, but renderer "
-            f"{renderer.name!r} is forward-only. Use a black-box estimator (e.g. prdpt, zerograds, spsa, fd) "
-            "or a differentiable mode of the renderer.")
+            f"{renderer.name!r} is forward-only as configured. Use a black-box estimator (e.g. prdpt, "
+            f"zerograds, spsa, fd) or set [renderer] {how}.")
 
 
 def check_settings(steps: int, lr: float, lr_decay: float | None) -> None:

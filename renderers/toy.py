@@ -59,6 +59,8 @@ class ToyRenderer(Renderer):
     """Pure-torch 2-D discs, boxes and textures; hard (forward-only) or soft (differentiable)."""
 
     name = "toy"
+    differentiable = False               # mode = "hard", the default
+    differentiable_when = {"mode": "soft"}
 
     def __init__(self, resolution: int | Sequence[int] | Mapping[str, int] = 64, mode: str = "hard", softness: float = 2.0,
                  background: Sequence[float] = (0.05, 0.05, 0.08),

@@ -39,6 +39,8 @@ def test_plugins_json_lists_builtins_with_distribution_and_version():
         assert by[key]["distribution"] == "rendergrad" and by[key]["version"] == rg.__version__
         assert by[key]["available"] is True
     assert by[("estimator", "analytic")]["requires_differentiable"] is True
+    assert by[("renderer", "toy")]["differentiable"] is False  # mode = "hard" by default
+    assert by[("renderer", "toy")]["differentiable_when"] == {"mode": "soft"}
     table = cli("plugins").stdout
     assert "toy" in table and "distribution" in table
 

@@ -108,3 +108,25 @@ def test_plugin_that_fails_to_import_is_listed_with_its_error(tmp_path):
     broken = [r for r in rows if r["distribution"] == "broken-plugin"]
     assert broken and "needs libfoo.so" in broken[0]["reason"] and broken[0]["available"] is False
     assert any(r["name"] == "toy" for r in rows)
+
+
+def test_capability_flags_are_per_instance(toy_scene):
+    """`plugins --json` gives the class default and the options it depends on; runs ask the instance."""
+    from rendergrad.errors import IncompatiblePluginsError
+    reg = discover()
+    rows = {(i.kind, i.name): i.to_json() for i in reg.all() if i.kind != "?"}
+    assert rows[("renderer", "toy")]["differentiable"] is False  # mode = "hard" by default
+    assert rows[("renderer", "toy")]["differentiable_when"] == {"mode": "soft"}
+    if ("renderer", "mitsuba") in rows:
+        assert rows[("renderer", "mitsuba")]["differentiable_when"] == {"mode": "differentiable"}
+    assert rows[("estimator", "analytic")]["requires_differentiable"] is True
+    soft = reg.create("renderer", "toy", toy_scene)
+    hard = reg.create("renderer", "toy", dict(toy_scene, mode="hard"))
+    assert soft.differentiable and not hard.differentiable
+    # The run-time check follows the configured mode, not the class's default.
+    opt = rg.Optimization("toy", "mse", "analytic", renderer_options=toy_scene,
+                          target_params={"x": 0.5, "y": 0.5}, steps=1, registry=reg)
+    opt.close()
+    with pytest.raises(IncompatiblePluginsError, match=r"'toy' is forward-only as configured.*mode = 'soft'"):
+        rg.Optimization("toy", "mse", "analytic", renderer_options=dict(toy_scene, mode="hard"),
+                        target_params={"x": 0.5, "y": 0.5}, steps=1, registry=reg)

@@ -25,6 +25,7 @@ from ..config import validate
 from ..errors import ConfigError
 from ..evaluation import BatchEvaluator
 from ..registry import Registry, registry as default_registry
+from ..setup import check_compatible
 from .family import build_family
 from .learner import MetaLearner, Task
 from .store import MetaParams, load_meta, space_fingerprint
@@ -149,10 +150,8 @@ def meta_train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
             estimator = None
         elif estimator is None:
             estimator = reg.create("estimator", cfg["estimator"]["name"], dict(cfg["estimator"]["options"]))
-        if estimator is not None and getattr(estimator, "requires_differentiable", False) \
-                and not getattr(renderer, "differentiable", False):
-            raise ConfigError(f"estimator {estimator.name!r} needs a differentiable renderer; "
-                              f"{renderer.name!r} is forward-only")
+        if estimator is not None:
+            check_compatible(renderer, estimator)  # the configured instance decides, not its class
         params, train, test = _train(cfg, out, renderer, objective, estimator, resume=resume, progress=progress,
                                      callbacks=callbacks, tasks=tasks)
         return (params, train, test) if return_tasks else params

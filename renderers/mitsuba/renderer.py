@@ -41,7 +41,8 @@ class MitsubaRenderer(Renderer):
     """Mitsuba 3 scenes (XML, dict or builder); forward-only or differentiable (dr.wrap) renders."""
 
     name = "mitsuba"
-    differentiable = False
+    differentiable = False               # mode = "forward", the default
+    differentiable_when = {"mode": "differentiable"}
 
     def __init__(self, scene: Any, params: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
                  *, scene_args: Mapping[str, Any] | None = None, mode: str = "forward",

@@ -98,7 +98,8 @@ class NvdiffrastRenderer(Renderer):
     """Triangle meshes, textures and poses on the GPU (nvdiffrast); differentiable or forward-only."""
 
     name = "nvdiffrast"
-    differentiable = True
+    differentiable = True                # mode = "differentiable", the default
+    differentiable_when = {"mode": "differentiable"}
 
     def __init__(self, scene: Any, params: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
                  *, resolution: int | Sequence[int] | Mapping[str, int] = 256, mode: str = "differentiable",
