@@ -50,7 +50,8 @@ from .setup import check_compatible, check_settings, make_optimizer, resolve
 # Settings saved with the state, so ``load`` re-creates the run by name.
 SETTINGS = ("renderer_options", "objective_options", "estimator_options", "init", "optimizer", "lr",
             "optimizer_options", "lr_decay", "steps", "seed", "max_renders", "target_loss", "patience",
-            "min_delta", "max_batch", "external", "checkpoint_every", "checkpoint_seconds", "meta")
+            "min_delta", "max_batch", "external", "checkpoint_every", "checkpoint_seconds", "meta",
+            "executor_options")
 
 
 class Optimization(RunState):
@@ -83,7 +84,7 @@ class Optimization(RunState):
         settings = dict(locals())
         self.settings = {k: settings[k] for k in SETTINGS}
         self.names = {k: settings[k] if isinstance(settings[k], str) else None
-                      for k in ("renderer", "objective", "estimator")}
+                      for k in ("renderer", "objective", "estimator", "executor")}
         self.owns_renderer = isinstance(renderer, str)
         reg = registry or default_registry()
         cbs = resolve_callbacks(callbacks, reg)  # names and options fail here, before anything starts

@@ -95,7 +95,14 @@ class RunState:
              callbacks: Sequence[Callback | str] | CallbackList = (),
              progress: bool = False, **instances: Any) -> "Optimization":
         """Re-create a saved run: plugins by name from the saved settings (or pass ``renderer=``,
-        ``objective=``, ``estimator=`` instances for plugins that were given as instances)."""
+        ``objective=``, ``estimator=`` instances for plugins that were given as instances).
+
+        The executor is the saved one (``processes`` stays ``processes``, with its options);
+        ``executor=`` (a name or an instance, with ``executor_options=``) chooses another, e.g.
+        on a machine with more cores. Every executor renders the same images, so the run
+        continues the same. A run saved with an executor instance continues on ``local``
+        unless one is passed.
+        """
         state = load_checkpoint(directory)
         if state.get("settings") is None:
             raise ConfigError(f"{directory} holds a checkpoint without its settings (options that are not "
@@ -111,10 +118,23 @@ class RunState:
                                   f"Optimization.load({str(directory)!r}, {kind}=...)")
             else:
                 kw[kind] = state["names"][kind]
+        kw.update(_executor(state, instances))
         opt = cls(kw.pop("renderer"), kw.pop("objective"), kw.pop("estimator"), target=state.get("target"),
                   registry=registry, callbacks=callbacks, progress=progress, **kw)
         opt.resume(directory)
         return opt
+
+
+def _executor(state: dict[str, Any], instances: Mapping[str, Any]) -> dict[str, Any]:
+    """The executor to continue on: the caller's, else the saved name (checkpoints from before
+    executors were saved, and runs given an executor instance, continue on ``local``)."""
+    name = state["names"].get("executor")
+    if "executor" in instances or "executor_options" in instances:
+        return {"executor": instances.get("executor", name or "local"),
+                "executor_options": instances.get("executor_options")}
+    if name is None:
+        return {"executor": "local", "executor_options": None}
+    return {"executor": name, "executor_options": state["settings"].get("executor_options")}
 
 
 def _plain(value: Any) -> bool:

@@ -98,6 +98,25 @@ def test_a_worker_killed_mid_render_is_replaced(reference, tmp_path):
     assert ep.wait_gone(str(tmp_path)) == []
 
 
+def test_load_continues_on_the_saved_executor(reference, tmp_path):
+    """A saved run comes back on its own executor (real worker processes) and ends as the local run."""
+    kw = dict(estimator_options={"samples": 6}, target_params=TARGET, steps=3, seed=5, registry=REG)
+    with rg.Optimization("noisy_disc", "mse", "prdpt", executor="processes", executor_options={"workers": 2},
+                         **kw) as opt:
+        opt.render_pending()
+        opt.render_pending()
+        opt.save(tmp_path)
+    with rg.Optimization.load(tmp_path, registry=REG) as back:
+        assert back.executor.name == "processes" and back.executor.workers == 2
+        assert os.getpid() not in back.executor.worker_pids()
+        res = back.run()
+    same(reference, res)
+    assert res.executor["name"] == "processes" and sum(res.executor["renders_per_worker"]) > 0
+    with rg.Optimization.load(tmp_path, registry=REG, executor="local") as here:  # the caller may choose
+        assert here.executor.name == "local"
+        same(reference, here.run())
+
+
 def test_a_constructor_that_fails_in_the_workers_is_one_clear_error(tmp_path):
     ex = ProcessExecutor(2)
     recipe = RendererRecipe("noisy_disc", ep.NoisyDisc, {"fail_init": True})
