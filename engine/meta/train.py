@@ -163,117 +163,154 @@ def meta_train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
 def _train(cfg, out: Path, renderer, objective, estimator, *, resume: bool, progress: bool,
            callbacks: Sequence[Callback], tasks: tuple[list[Task], list[Task]] | None = None
            ) -> tuple[MetaParams, list[Task], list[Task]]:
-    m = cfg["meta"]
-    space = renderer.parameter_space()
-    ev = BatchEvaluator(renderer, objective, space, None, max_batch=cfg["optimizer"].get("max_batch"))
-    train, test = build_family(cfg["target"], m, ev) if tasks is None else (list(tasks[0]), list(tasks[1]))
-    if not train:
-        raise ConfigError("meta-training needs at least one training task")
-    u_init = space.to_unit(space.flatten(cfg["params"]["init"], what="params.init"))
-    seed = int(m["seed"])
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    learner = MetaLearner(ev, estimator=estimator, order=m["order"], inner_steps=m["inner_steps"], u0=u_init,
-                          step_size=float(m["step_size"]) or 1.0, meta_lr=float(m["meta_lr"]),
-                          meta_lr_decay=float(m["meta_lr_decay"]), outer_steps=m["outer_steps"])
-    fingerprint = {"space": space_fingerprint(space)["hash"], "renderer": renderer.name, "objective": objective.name,
-                   "estimator": estimator.name if estimator else "analytic", "order": m["order"],
-                   "inner_steps": m["inner_steps"], "seed": seed, "tasks": len(train), "test_tasks": len(test)}
-    ckpt = out / "checkpoint"
-    history: list[dict[str, Any]] = []
-    evals: list[dict[str, Any]] = []
-    costs = {"meta_renders": 0, "eval_renders": 0, "elapsed": 0.0, "initial_step_size": None}
-    target_renders = ev.extra_renders
+    run = _MetaRun(cfg, out, renderer, objective, estimator, tasks)
     if resume:
-        st = load_checkpoint(ckpt, fingerprint)
-        learner.load_state_dict(st["learner"])
-        gen.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
-        renderer.load_state_dict(st["renderer"])
-        history, evals, costs = st["history"], st["evals"], st["costs"]
-    elif m["step_size"] == 0:
-        before = ev.renders
-        alpha0 = _auto_step_size(learner, train, gen)
-        with torch.no_grad():
-            learner.log_alpha.fill_(math.log(alpha0))
-        costs["meta_renders"] += ev.renders - before
-        costs["initial_step_size"] = alpha0
-    eval_every = m["eval_every"] or max(1, m["outer_steps"] // 10)
-
-    def run_eval(step: int) -> None:
-        before = ev.renders
-        e = evaluate(learner, test, seed + 2) if test else None
-        costs["eval_renders"] += ev.renders - before
-        if e:
-            evals.append({"step": step, "loss_before": e["loss_before"], "loss_after": e["loss_after"],
-                          "param_rmse_u": e["param_rmse_u"]})
-
-    def save(step_rng: tuple | None = None) -> None:
-        gstate, tstate, rstate = step_rng or (gen.get_state(), torch.get_rng_state(), renderer.state_dict())
-        save_checkpoint(ckpt, {"fingerprint": fingerprint, "learner": learner.state_dict(), "generator": gstate,
-                               "torch_rng": tstate, "renderer": rstate, "history": history, "evals": evals,
-                               "costs": costs})
-
+        run.restore()
+    elif run.m["step_size"] == 0:
+        run.auto_step_size()
     cbs = list(callbacks)
     if progress:
-        cbs.append(ProgressBar(total=m["outer_steps"], initial=learner.step, desc="meta-training"))
-    if not resume and not evals and test:
-        run_eval(0)
-    t0 = time.perf_counter()
-    elapsed0 = costs["elapsed"]
-    step_rng = None
-    in_step = False
-    try:
-        while learner.step < m["outer_steps"]:
-            step = learner.step
-            step_rng = (gen.get_state(), torch.get_rng_state(), renderer.state_dict())
-            before = ev.renders
-            in_step = True
-            idx = torch.randperm(len(train), generator=gen)[:m["tasks_per_batch"]].tolist()
-            loss = learner.outer_step([train[i] for i in idx], gen)
-            in_step = False
-            costs["meta_renders"] += ev.renders - before
-            costs["elapsed"] = elapsed0 + time.perf_counter() - t0
-            record = {"step": step, "loss": loss, "evaluations": costs["meta_renders"]}
-            history.append(record)
-            if (step + 1) % eval_every == 0 or step + 1 == m["outer_steps"]:
-                run_eval(step + 1)
+        cbs.append(ProgressBar(total=run.m["outer_steps"], initial=run.learner.step, desc="meta-training"))
+    if not resume and not run.evals and run.test:
+        run.run_eval(0)
+    run.outer_loop(cbs)
+    return run.finish(), run.train, run.test
+
+
+class _MetaRun:
+    """One meta-training: set-up, checkpoint, the outer loop and the saved result, one job each."""
+
+    def __init__(self, cfg, out: Path, renderer, objective, estimator,
+                 tasks: tuple[list[Task], list[Task]] | None) -> None:
+        self.m = m = cfg["meta"]
+        self.out, self.renderer, self.objective, self.estimator = out, renderer, objective, estimator
+        self.space = space = renderer.parameter_space()
+        self.ev = ev = BatchEvaluator(renderer, objective, space, None, max_batch=cfg["optimizer"].get("max_batch"))
+        self.train, self.test = (build_family(cfg["target"], m, ev) if tasks is None
+                                 else (list(tasks[0]), list(tasks[1])))
+        if not self.train:
+            raise ConfigError("meta-training needs at least one training task")
+        u_init = space.to_unit(space.flatten(cfg["params"]["init"], what="params.init"))
+        self.seed = seed = int(m["seed"])
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed + 1)
+        self.learner = MetaLearner(ev, estimator=estimator, order=m["order"], inner_steps=m["inner_steps"],
+                                   u0=u_init, step_size=float(m["step_size"]) or 1.0, meta_lr=float(m["meta_lr"]),
+                                   meta_lr_decay=float(m["meta_lr_decay"]), outer_steps=m["outer_steps"])
+        self.fingerprint = {"space": space_fingerprint(space)["hash"], "renderer": renderer.name,
+                            "objective": objective.name, "estimator": self.estimator_name, "order": m["order"],
+                            "inner_steps": m["inner_steps"], "seed": seed, "tasks": len(self.train),
+                            "test_tasks": len(self.test)}
+        self.ckpt = out / "checkpoint"
+        self.history: list[dict[str, Any]] = []
+        self.evals: list[dict[str, Any]] = []
+        self.costs: dict[str, Any] = {"meta_renders": 0, "eval_renders": 0, "elapsed": 0.0,
+                                      "initial_step_size": None}
+        self.target_renders = ev.extra_renders
+        self.eval_every = m["eval_every"] or max(1, m["outer_steps"] // 10)
+
+    @property
+    def estimator_name(self) -> str:
+        return self.estimator.name if self.estimator else "analytic"
+
+    def restore(self) -> None:
+        st = load_checkpoint(self.ckpt, self.fingerprint)
+        self.learner.load_state_dict(st["learner"])
+        self.gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        self.renderer.load_state_dict(st["renderer"])
+        self.history, self.evals, self.costs = st["history"], st["evals"], st["costs"]
+
+    def auto_step_size(self) -> None:
+        before = self.ev.renders
+        alpha0 = _auto_step_size(self.learner, self.train, self.gen)
+        with torch.no_grad():
+            self.learner.log_alpha.fill_(math.log(alpha0))
+        self.costs["meta_renders"] += self.ev.renders - before
+        self.costs["initial_step_size"] = alpha0
+
+    def run_eval(self, step: int) -> None:
+        before = self.ev.renders
+        e = evaluate(self.learner, self.test, self.seed + 2) if self.test else None
+        self.costs["eval_renders"] += self.ev.renders - before
+        if e:
+            self.evals.append({"step": step, "loss_before": e["loss_before"], "loss_after": e["loss_after"],
+                               "param_rmse_u": e["param_rmse_u"]})
+
+    def rng_state(self) -> tuple:
+        return self.gen.get_state(), torch.get_rng_state(), self.renderer.state_dict()
+
+    def save(self, step_rng: tuple | None = None) -> None:
+        gstate, tstate, rstate = step_rng or self.rng_state()
+        save_checkpoint(self.ckpt, {"fingerprint": self.fingerprint, "learner": self.learner.state_dict(),
+                                    "generator": gstate, "torch_rng": tstate, "renderer": rstate,
+                                    "history": self.history, "evals": self.evals, "costs": self.costs})
+
+    def outer_loop(self, cbs: list[Callback]) -> None:
+        """Outer steps to the end; an interrupted step re-runs from its start on resume."""
+        m, learner, ev = self.m, self.learner, self.ev
+        t0, elapsed0 = time.perf_counter(), self.costs["elapsed"]
+        step_rng, in_step = None, False
+        try:
+            while learner.step < m["outer_steps"]:
+                step = learner.step
+                step_rng = self.rng_state()
+                before = ev.renders
+                in_step = True
+                idx = torch.randperm(len(self.train), generator=self.gen)[:m["tasks_per_batch"]].tolist()
+                loss = learner.outer_step([self.train[i] for i in idx], self.gen)
+                in_step = False
+                self.costs["meta_renders"] += ev.renders - before
+                self.costs["elapsed"] = elapsed0 + time.perf_counter() - t0
+                record = {"step": step, "loss": loss, "evaluations": self.costs["meta_renders"]}
+                self.history.append(record)
+                if (step + 1) % self.eval_every == 0 or step + 1 == m["outer_steps"]:
+                    self.run_eval(step + 1)
+                for cb in cbs:
+                    cb.on_step(record=record)
+                if m["checkpoint_every"] and (step + 1) % m["checkpoint_every"] == 0:
+                    self.save()
+        except BaseException:
+            # Keep every completed outer step; one interrupted inside re-runs on resume from its start.
+            self.save(step_rng if in_step else None)
             for cb in cbs:
-                cb.on_step(record=record)
-            if m["checkpoint_every"] and (step + 1) % m["checkpoint_every"] == 0:
-                save()
-    except BaseException:
-        # Keep every completed outer step; one interrupted inside re-runs on resume from its start.
-        save(step_rng if in_step else None)
+                cb.on_end(result=None)
+            raise
+        self.save()
         for cb in cbs:
             cb.on_end(result=None)
-        raise
-    save()
-    for cb in cbs:
-        cb.on_end(result=None)
 
-    final = evaluate(learner, test, seed + 2) if test else None
-    before = ev.renders
-    probe = evaluate(learner, test[:1] or train[:1], seed + 3)
-    inference_renders = ev.renders - before - 1  # one render is the loss at u0, not part of inference
-    params = MetaParams(u0=learner.u0.detach().clone(), step_sizes=learner.step_sizes.clone(),
-                        fingerprint=space_fingerprint(space), inner_steps=m["inner_steps"], info={
-        "order": m["order"], "renderer": renderer.name, "objective": objective.name,
-        "estimator": estimator.name if estimator else "analytic",
-        "meta_training": {"outer_steps": learner.step, "tasks": len(train), "test_tasks": len(test),
-                          "tasks_per_batch": m["tasks_per_batch"], "renders": costs["meta_renders"],
-                          "target_renders": target_renders, "eval_renders": costs["eval_renders"],
-                          "seconds": costs["elapsed"], "initial_step_size": costs["initial_step_size"],
-                          "final_batch_loss": history[-1]["loss"] if history else None},
-        "inference": {"steps": m["inner_steps"], "renders_per_task": inference_renders},
-        "evaluation": {k: v for k, v in (final or {}).items() if k != "per_task_loss"},
-        "step_size_summary": {"min": float(learner.step_sizes.min()), "max": float(learner.step_sizes.max()),
-                              "median": float(learner.step_sizes.median())},
-    })
-    params.save(out, space)
-    (out / "history.json").write_text(json.dumps({"outer": history, "evaluations": evals}, indent=2))
-    meta_curve_plot(out / "meta_curve.png", history, evals)
-    return params, train, test
+    def finish(self) -> MetaParams:
+        """Evaluate, measure the inference cost, and write the learned start and step sizes."""
+        learner, test, ev = self.learner, self.test, self.ev
+        final = evaluate(learner, test, self.seed + 2) if test else None
+        before = ev.renders
+        evaluate(learner, test[:1] or self.train[:1], self.seed + 3)
+        inference_renders = ev.renders - before - 1  # one render is the loss at u0, not part of inference
+        params = MetaParams(u0=learner.u0.detach().clone(), step_sizes=learner.step_sizes.clone(),
+                            fingerprint=space_fingerprint(self.space), inner_steps=self.m["inner_steps"],
+                            info=self.info(final, inference_renders))
+        params.save(self.out, self.space)
+        (self.out / "history.json").write_text(json.dumps({"outer": self.history, "evaluations": self.evals},
+                                                          indent=2))
+        meta_curve_plot(self.out / "meta_curve.png", self.history, self.evals)
+        return params
+
+    def info(self, final: dict[str, Any] | None, inference_renders: int) -> dict[str, Any]:
+        m, costs, learner = self.m, self.costs, self.learner
+        return {
+            "order": m["order"], "renderer": self.renderer.name, "objective": self.objective.name,
+            "estimator": self.estimator_name,
+            "meta_training": {"outer_steps": learner.step, "tasks": len(self.train), "test_tasks": len(self.test),
+                              "tasks_per_batch": m["tasks_per_batch"], "renders": costs["meta_renders"],
+                              "target_renders": self.target_renders, "eval_renders": costs["eval_renders"],
+                              "seconds": costs["elapsed"], "initial_step_size": costs["initial_step_size"],
+                              "final_batch_loss": self.history[-1]["loss"] if self.history else None},
+            "inference": {"steps": m["inner_steps"], "renders_per_task": inference_renders},
+            "evaluation": {k: v for k, v in (final or {}).items() if k != "per_task_loss"},
+            "step_size_summary": {"min": float(learner.step_sizes.min()), "max": float(learner.step_sizes.max()),
+                                  "median": float(learner.step_sizes.median())},
+        }
 
 
 def resume_meta(out: str | Path, *, progress: bool = False, callbacks: Sequence[Callback] = (),
