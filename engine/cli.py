@@ -23,7 +23,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import RendergradError
@@ -181,7 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"rendergrad {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_commands(sub)
+    _add_farm_commands(sub)
+    _add_meta_and_demo_commands(sub)
+    _add_result_commands(sub)
+    _add_plugin_commands(sub)
+    return p
 
+
+def _add_run_commands(sub: Any) -> None:
     sp = sub.add_parser("plugins", help="list renderers, objectives, estimators, executors and callbacks, with availability")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--kind", choices=["renderer", "objective", "estimator", "executor", "callback"], help="only this kind")
@@ -202,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only set DIR up: images come from outside through `rendergrad ask`/`tell`")
     sr.set_defaults(func=_cmd_run)
 
+
+def _add_farm_commands(sub: Any) -> None:
     sa = sub.add_parser("ask", help="write the batch an external run needs rendered next; print its path")
     sa.add_argument("run_dir", help="a folder made by `rendergrad run FILE --out DIR --external`")
     sa.set_defaults(func=_cmd_ask)
@@ -213,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     told.add_argument("--losses", help="JSON list or text file: one loss per candidate")
     st.set_defaults(func=_cmd_tell)
 
+
+def _add_meta_and_demo_commands(sub: Any) -> None:
     sm = sub.add_parser("meta-train", help="learn a starting point and step sizes for a family of tasks",
                         description="A family run file: [target] ranges or images, and [meta] settings "
                                     "(see docs/meta.md). Writes META_DIR/meta.json and meta_curve.png.")
@@ -230,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--no-progress", action="store_true")
     sd.set_defaults(func=_cmd_demo)
 
+
+def _add_result_commands(sub: Any) -> None:
     sl = sub.add_parser("runs", help="a table of every run under a folder: status, losses, renders, wall time")
     sl.add_argument("dir", help="folder holding run folders (searched recursively)")
     sl.add_argument("--sort", default="run", metavar="COLUMN",
@@ -250,13 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp2.add_argument("dir", help="run folder")
     sp2.set_defaults(func=_cmd_report)
 
+
+def _add_plugin_commands(sub: Any) -> None:
+    """Commands that plugins add (``rendergrad_add_commands``); one that fails is skipped with a warning."""
     from .registry import registry
     for hook, label in registry().command_hooks:
         try:
             hook(subparsers=sub)
         except Exception as e:  # a plugin's command must not break the CLI
             print(f"warning: plugin {label} failed to add its commands: {e}", file=sys.stderr)
-    return p
 
 
 def _stdout_closed() -> bool:

@@ -142,35 +142,8 @@ def build_report(run_dir: str | Path) -> str:
     renderer, estimator = res.get("renderer") or "?", res.get("estimator") or "?"
     objective = (cfg.get("objective") or {}).get("name", "")
 
-    plot = run_dir / "convergence.png"
-    if d["finished"] and plot.exists():  # drawn from this same history by the runner
-        plot_png = plot.read_bytes()
-    else:
-        buf = io.BytesIO()
-        convergence_plot(buf, {estimator: history}, best=True, title=f"{renderer} / {estimator}")
-        plot_png = buf.getvalue()
-    best = res.get("best_loss")
-    if best is None and history:
-        best = min(h["loss"] for h in history)
-    summary = [
-        ("status", f"<span class='status {_esc(status)}'>{_esc(status)}</span>"
-                   + (f" <span class=err>{_esc(st['error'])}</span>" if st.get("error") else "")
-                   + (f" <span>{_esc(st['note'])}</span>" if st.get("note") else "")),
-        ("final loss", _esc(_num(res.get("loss")))),
-        ("best loss", _esc(_num(best))),
-        ("parameter error", _esc(_num(param_error(res.get("params"), target_params)))
-         + (" <span class=sub>(distance to the target parameters)</span>" if target_params else "")),
-        ("steps", _esc(_num(res.get("steps", len(history))))
-         + (f" (stopped: {_esc(res['stopped'])})" if res.get("stopped") else "")),
-        ("renders", _esc(_num(res.get("evaluations")))
-         + " <span class=sub>spent by the optimization</span>"),
-        ("extra renders", _esc(_num(res.get("extra_renders")))
-         + " <span class=sub>target, start and final images, snapshots, previews</span>"),
-        ("wall time", f"{_esc(_num(res.get('wall_time_s')))} s"),
-        ("time rendering", f"{_esc(_num(res.get('render_seconds')))} s"),
-    ]
-    if st.get("sessions", 1) > 1:
-        summary.append(("sessions", f"{st['sessions']} (resumed)"))
+    plot_png = _plot_png(run_dir, d["finished"], history, renderer, estimator)
+    summary = _summary(res, st, history, target_params)
     sections = [
         f"<h1>{_esc(run_dir.resolve().name)}</h1>",
         f"<p class=sub>{_esc(renderer)} · {_esc(objective)} · {_esc(estimator)} — "
@@ -197,6 +170,45 @@ def build_report(run_dir: str | Path) -> str:
     return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{_esc(run_dir.name)} — rendergrad</title>"
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
+
+
+def _plot_png(run_dir: Path, finished: bool, history: list, renderer: str, estimator: str) -> bytes:
+    """The runner's convergence plot of a finished run, else one drawn now from the history so far."""
+    plot = run_dir / "convergence.png"
+    if finished and plot.exists():  # drawn from this same history by the runner
+        return plot.read_bytes()
+    buf = io.BytesIO()
+    convergence_plot(buf, {estimator: history}, best=True, title=f"{renderer} / {estimator}")
+    return buf.getvalue()
+
+
+def _summary(res: Mapping[str, Any], st: Mapping[str, Any], history: list,
+             target_params: Any) -> list[tuple[str, str]]:
+    """The summary table's rows (HTML-escaped values)."""
+    status = st.get("status", "?")
+    best = res.get("best_loss")
+    if best is None and history:
+        best = min(h["loss"] for h in history)
+    summary = [
+        ("status", f"<span class='status {_esc(status)}'>{_esc(status)}</span>"
+                   + (f" <span class=err>{_esc(st['error'])}</span>" if st.get("error") else "")
+                   + (f" <span>{_esc(st['note'])}</span>" if st.get("note") else "")),
+        ("final loss", _esc(_num(res.get("loss")))),
+        ("best loss", _esc(_num(best))),
+        ("parameter error", _esc(_num(param_error(res.get("params"), target_params)))
+         + (" <span class=sub>(distance to the target parameters)</span>" if target_params else "")),
+        ("steps", _esc(_num(res.get("steps", len(history))))
+         + (f" (stopped: {_esc(res['stopped'])})" if res.get("stopped") else "")),
+        ("renders", _esc(_num(res.get("evaluations")))
+         + " <span class=sub>spent by the optimization</span>"),
+        ("extra renders", _esc(_num(res.get("extra_renders")))
+         + " <span class=sub>target, start and final images, snapshots, previews</span>"),
+        ("wall time", f"{_esc(_num(res.get('wall_time_s')))} s"),
+        ("time rendering", f"{_esc(_num(res.get('render_seconds')))} s"),
+    ]
+    if st.get("sessions", 1) > 1:
+        summary.append(("sessions", f"{st['sessions']} (resumed)"))
+    return summary
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -103,7 +103,6 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     if "ranges" in cfg["target"] or "images" in cfg["target"]:
         raise ConfigError("[target] ranges / images describe a family of tasks: learn from it with "
                           "`rendergrad meta-train FILE --out DIR`; a run needs one target (params or image)")
-    o = cfg["optimizer"]
     # Everything a user can get wrong in the files is checked before the folder is written.
     target = load_image(cfg["target"]["image"]) if "image" in cfg["target"] else None
     reg = registry or default_registry()
@@ -111,6 +110,38 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     # run's renderer may not exist here (a farm renders), and a pool builds its own.
     renderer = None if external or cfg["executor"]["name"] != "local" else \
         reg.create("renderer", cfg["renderer"]["name"], cfg["renderer"]["options"])
+    meta = _prepare_folder(cfg, out, resume=resume, meta=meta)
+    log = _logger(out)
+    defaults = _log_start(log, cfg, out, resume=resume, target=target, renderer=renderer)
+    kw = _run_kwargs(cfg, out, target, reg, meta)
+    names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
+    if external:
+        start_external(names, kw, out, log)
+        write_status(out, "running", external=True)  # images come from outside: no process to watch
+        return None
+    snapshots = [Snapshots(out / "snapshots", cfg["optimizer"]["snapshot_every"])] \
+        if cfg["optimizer"]["snapshot_every"] else []
+    callbacks = resolve_callbacks([*cfg["callbacks"], *snapshots, StartImage(out / "start.png")], reg,
+                                  context={"run_dir": out})
+    for line in callbacks.announcements():
+        log.info(line)
+        if echo is not None:
+            echo(line)
+    write_status(out, "running", resumed=resume)
+    result = _run_logged(cfg, out, log, renderer, names, kw, callbacks=callbacks, progress=progress, resume=resume)
+    if defaults:
+        result.info["target_defaults"] = defaults
+    workers = _log_workers(log, renderer)
+    if workers is not None:
+        result.info["workers"] = workers
+    write_outputs(out, result)
+    log.info("done: loss=%.6g best_loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.best_loss,
+             result.evaluations, result.wall_time_s, result.stopped)
+    return result
+
+
+def _prepare_folder(cfg: dict[str, Any], out: Path, *, resume: bool, meta: Any) -> Any:
+    """Create the run folder with its config (and its meta-learned start); returns the meta to use."""
     out.mkdir(parents=True, exist_ok=True)
     if meta is None and resume and (out / "meta.json").exists():
         meta = out / "meta.json"
@@ -118,7 +149,12 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         from .meta import load_meta
         load_meta(meta).save(out)
     (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
-    log = _logger(out)
+    return meta
+
+
+def _log_start(log: logging.Logger, cfg: dict[str, Any], out: Path, *, resume: bool, target: Any,
+               renderer: Any) -> dict[str, Any]:
+    """What the run starts from, in run.log; returns the target's defaulted parameters."""
     log.info("run %s resume=%s config=%s", out, resume, json.dumps(cfg))
     if target is None and "params" not in cfg["target"]:
         log.info("no [target]: the objective runs without a reference image")
@@ -126,7 +162,12 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     if defaults:
         log.info("target.params leaves out %s: the target is rendered with their initial values %s",
                  ", ".join(defaults), json.dumps(defaults))
-    snapshots = [Snapshots(out / "snapshots", o["snapshot_every"])] if o["snapshot_every"] else []
+    return defaults
+
+
+def _run_kwargs(cfg: dict[str, Any], out: Path, target: Any, reg: Registry, meta: Any) -> dict[str, Any]:
+    """The config's sections as keyword arguments of :class:`Optimization` / ``optimize``."""
+    o = cfg["optimizer"]
     kw = dict(
             renderer_options=cfg["renderer"]["options"], objective_options=cfg["objective"]["options"],
             estimator_options=cfg["estimator"]["options"], target=target,
@@ -141,27 +182,21 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
     )
     if meta is not None:
         kw["meta"] = meta
-    names = cfg["renderer"]["name"], cfg["objective"]["name"], cfg["estimator"]["name"]
-    if external:
-        start_external(names, kw, out, log)
-        write_status(out, "running", external=True)  # images come from outside: no process to watch
-        return None
-    callbacks = resolve_callbacks([*cfg["callbacks"], *snapshots, StartImage(out / "start.png")], reg,
-                                  context={"run_dir": out})
-    for line in callbacks.announcements():
-        log.info(line)
-        if echo is not None:
-            echo(line)
-    write_status(out, "running", resumed=resume)
+    return kw
+
+
+def _run_logged(cfg: dict[str, Any], out: Path, log: logging.Logger, renderer: Any, names: tuple[str, str, str],
+                kw: dict[str, Any], *, callbacks: Any, progress: bool, resume: bool) -> Result:
+    """Optimize, recording an interruption or a failure in run.log and status.json before it propagates."""
     first: Any = names[0]
     if renderer is not None:  # made above (in-process executor), so its option errors came first
         first = renderer
         del kw["renderer_options"]
     try:
         with _library_log_to(log.handlers[0]):  # bridge and executor workers' restarts go to run.log
-            result = optimize(first, *names[1:], **kw, callbacks=callbacks, progress=progress, resume=resume,
-                              close=True, executor=cfg["executor"]["name"],
-                              executor_options=cfg["executor"]["options"])
+            return optimize(first, *names[1:], **kw, callbacks=callbacks, progress=progress, resume=resume,
+                            close=True, executor=cfg["executor"]["name"],
+                            executor_options=cfg["executor"]["options"])
     except KeyboardInterrupt:
         saved = (out / "checkpoint" / "checkpoint.pt").exists()
         log.warning("interrupted (Ctrl-C); %s", f"progress is kept in {out / 'checkpoint'}" if saved
@@ -179,15 +214,6 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, pr
         write_status(out, "failed", error=f"{type(e).__name__}: {e}")
         _report(out, log)
         raise
-    if defaults:
-        result.info["target_defaults"] = defaults
-    workers = _log_workers(log, renderer)
-    if workers is not None:
-        result.info["workers"] = workers
-    write_outputs(out, result)
-    log.info("done: loss=%.6g best_loss=%.6g evaluations=%d wall=%.2fs stopped=%s", result.loss, result.best_loss,
-             result.evaluations, result.wall_time_s, result.stopped)
-    return result
 
 
 def _target_defaults(renderer: Any, target: dict[str, Any]) -> dict[str, Any]:

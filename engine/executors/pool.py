@@ -128,11 +128,7 @@ class Pool(Executor):
     def render(self, tasks: Sequence[RenderTask]) -> list[Any]:
         if getattr(self, "_closed", False) or not self._started:
             raise RendererFailure(f"executor {self.name!r} is not running (closed, or start() failed)")
-        for task in tasks:
-            if task.theta.requires_grad and task.theta.grad_fn is not None:
-                raise RendererFailure(
-                    f"executor {self.name!r} returns images without autograd; a differentiable render "
-                    "(analytic gradients, PRDPT mode='reparam') needs executor 'local'")
+        self._refuse_autograd(tasks)
         total = sum(len(t) for t in tasks)
         size = self.chunk_size or max(1, math.ceil(total / max(1, self._live())))
         pieces = split_tasks(tasks, size)
@@ -151,48 +147,69 @@ class Pool(Executor):
                     raise RendererFailure(
                         f"executor {self.name!r}: every worker is dead (each exhausted max_restarts="
                         f"{self.max_restarts}); see run.log for the reasons")
-            now = time.monotonic()
-            wait = 0.5
-            if self.timeout is not None:
-                for w, (key, t0) in busy.items():
-                    wait = min(wait, max(0.0, t0 + self.timeout * len(pieces[key][2]) - now))
-            for w, kind, payload in self._wait(wait):
-                if kind == "ready":
-                    self.state[w], self.pids[w] = READY, payload
-                elif kind == "error":
-                    self._give_up(w, f"could not rebuild its renderer: {payload}")
-                elif kind == "ok":
-                    key, images = payload
-                    if busy.get(w, (None,))[0] != key:
-                        continue  # an answer from before a timeout: the piece went elsewhere
-                    busy.pop(w)
-                    results[key] = images
-                    self.renders_per_worker[w] += len(pieces[key][2])
-                elif kind == "fail":
-                    key, message = payload
-                    piece = pieces[key][2]
-                    raise RendererFailure(
-                        f"renderer {self.renderer_name!r} failed in executor {self.name!r} worker {w} on "
-                        f"{len(piece)} image(s) from render index {piece.index}: {message}")
-                elif kind == "died":
-                    if self.state[w] == DEAD:
-                        continue  # already given up (a constructor that failed on restart)
-                    lost = busy.pop(w, None)
-                    self._lost(w, lost, str(payload), pieces, attempts, queue)
-            now = time.monotonic()
-            for w in range(self.k):  # a replacement that never finishes building is given up
-                if self.state[w] == STARTING and now - self._starting_since[w] > self.startup_timeout:
-                    self._give_up(w, f"its replacement did not build the renderer within "
-                                     f"startup_timeout={self.startup_timeout:g} s")
-            if self.timeout is not None:
-                for w, (key, t0) in list(busy.items()):
-                    limit = self.timeout * len(pieces[key][2])
-                    if now - t0 > limit:
-                        busy.pop(w)
-                        self._kill(w)
-                        self._lost(w, (key, t0), f"no answer within timeout ({limit:g} s for "
-                                   f"{len(pieces[key][2])} image(s)); killed", pieces, attempts, queue)
+            for w, kind, payload in self._wait(self._wait_time(busy, pieces)):
+                self._on_event(w, kind, payload, busy, results, pieces, attempts, queue)
+            self._check_overdue(busy, pieces, attempts, queue)
         return _assemble(tasks, pieces, results)
+
+    def _refuse_autograd(self, tasks: Sequence[RenderTask]) -> None:
+        for task in tasks:
+            if task.theta.requires_grad and task.theta.grad_fn is not None:
+                raise RendererFailure(
+                    f"executor {self.name!r} returns images without autograd; a differentiable render "
+                    "(analytic gradients, PRDPT mode='reparam') needs executor 'local'")
+
+    def _wait_time(self, busy: dict[int, tuple[int, float]], pieces: list) -> float:
+        """How long to wait for events: at most 0.5 s, and not past the first timeout."""
+        now = time.monotonic()
+        wait = 0.5
+        if self.timeout is not None:
+            for w, (key, t0) in busy.items():
+                wait = min(wait, max(0.0, t0 + self.timeout * len(pieces[key][2]) - now))
+        return wait
+
+    def _on_event(self, w: int, kind: str, payload: Any, busy: dict[int, tuple[int, float]], results: list,
+                  pieces: list, attempts: list[int], queue: collections.deque) -> None:
+        """One message from worker ``w``: ready again, images, a render failure, or its death."""
+        if kind == "ready":
+            self.state[w], self.pids[w] = READY, payload
+        elif kind == "error":
+            self._give_up(w, f"could not rebuild its renderer: {payload}")
+        elif kind == "ok":
+            key, images = payload
+            if busy.get(w, (None,))[0] != key:
+                return  # an answer from before a timeout: the piece went elsewhere
+            busy.pop(w)
+            results[key] = images
+            self.renders_per_worker[w] += len(pieces[key][2])
+        elif kind == "fail":
+            key, message = payload
+            piece = pieces[key][2]
+            raise RendererFailure(
+                f"renderer {self.renderer_name!r} failed in executor {self.name!r} worker {w} on "
+                f"{len(piece)} image(s) from render index {piece.index}: {message}")
+        elif kind == "died":
+            if self.state[w] == DEAD:
+                return  # already given up (a constructor that failed on restart)
+            lost = busy.pop(w, None)
+            self._lost(w, lost, str(payload), pieces, attempts, queue)
+
+    def _check_overdue(self, busy: dict[int, tuple[int, float]], pieces: list, attempts: list[int],
+                       queue: collections.deque) -> None:
+        """Give up replacements that never start; kill workers past their timeout and requeue their piece."""
+        now = time.monotonic()
+        for w in range(self.k):  # a replacement that never finishes building is given up
+            if self.state[w] == STARTING and now - self._starting_since[w] > self.startup_timeout:
+                self._give_up(w, f"its replacement did not build the renderer within "
+                                 f"startup_timeout={self.startup_timeout:g} s")
+        if self.timeout is not None:
+            for w, (key, t0) in list(busy.items()):
+                limit = self.timeout * len(pieces[key][2])
+                if now - t0 > limit:
+                    busy.pop(w)
+                    self._kill(w)
+                    self._lost(w, (key, t0), f"no answer within timeout ({limit:g} s for "
+                               f"{len(pieces[key][2])} image(s)); killed", pieces, attempts, queue)
 
     def _live(self) -> int:
         return sum(s != DEAD for s in self.state)
