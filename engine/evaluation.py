@@ -8,6 +8,7 @@ into chunks a renderer (or its workers) can take.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -87,7 +88,11 @@ class BatchEvaluator:
         if theta.shape[-1] != self.size:
             raise RendergradError(f"theta has {theta.shape[-1]} columns but the parameter space has {self.size}")
         # The contract with every renderer: float64, inside the declared bounds exactly.
-        theta = self.space.clamp_theta(theta)
+        return self._render_in_bounds(self.space.clamp_theta(theta))
+
+    def _render_in_bounds(self, theta: torch.Tensor) -> torch.Tensor:
+        """:meth:`render_theta` for ``[B, n]`` float64 already inside the bounds (from :meth:`theta_of`,
+        whose map clamps): the clamp is not done twice on the per-step path."""
         chunks = [theta] if not self.max_batch or theta.shape[0] <= self.max_batch \
             else list(torch.split(theta, self.max_batch))
         # Every image has a place in the run (render index, batch index) whichever worker renders
@@ -138,8 +143,9 @@ class BatchEvaluator:
 
     def _check_finite(self, img: torch.Tensor, theta: torch.Tensor, who: str) -> None:
         # Fast path: a sum is finite unless some element is NaN/inf (or values near the float
-        # limit overflow it, which the exact check below then clears). One reduction per batch.
-        if bool(torch.isfinite(img.detach().sum())):
+        # limit overflow it, which the exact check below then clears). One reduction per batch,
+        # tested as a Python float (torch.isfinite on a tensor is four more operations).
+        if math.isfinite(float(img.detach().sum())):
             return
         finite = torch.isfinite(img.detach()).flatten(1).all(dim=1)
         if bool(finite.all()):
@@ -181,16 +187,26 @@ class BatchEvaluator:
                 u = u + (u.clamp(0.0, 1.0) - u).detach()
             return self.space.to_theta(u).to(self.render_dtype)
         with torch.no_grad():
-            if self.clamp:
-                u = u.clamp(0.0, 1.0)
-            return self.space.to_theta(u).to(self.render_dtype)
+            return self._theta_no_grad(u)
+
+    def _theta_no_grad(self, u: torch.Tensor) -> torch.Tensor:
+        if self.clamp:
+            u = u.clamp(0.0, 1.0)
+        return self.space.to_theta(u).to(self.render_dtype)
 
     def render(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
         """Render from normalised ``u``."""
         if differentiable:
-            return self.render_theta(self.theta_of(u, differentiable=True))
+            theta = self.theta_of(u, differentiable=True)
+        else:
+            with torch.no_grad():
+                theta = self._theta_no_grad(u)
+        if theta.ndim == 1:
+            theta = theta.unsqueeze(0)
+        if differentiable:
+            return self._render_in_bounds(theta)
         with torch.no_grad():
-            return self.render_theta(self.theta_of(u))
+            return self._render_in_bounds(theta)
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, images: torch.Tensor) -> torch.Tensor:
@@ -209,5 +225,5 @@ class BatchEvaluator:
             u = u.unsqueeze(0)
         if differentiable:
             return self.score(self.render(u, differentiable=True))
-        with torch.no_grad():
-            return self.score(self.render(u)).detach()
+        with torch.no_grad():  # one context for the whole forward path, not one per layer
+            return self.score(self._render_in_bounds(self._theta_no_grad(u))).detach()

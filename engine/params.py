@@ -220,6 +220,15 @@ class ParamSpace:
                           self.high.to(device=x.device, dtype=x.dtype), self._log.to(x.device))
         return cache[key]
 
+    def _span_like(self, x: torch.Tensor) -> torch.Tensor:
+        """``high - low`` for ``x``'s device and dtype, computed once (the same values every time)."""
+        key = (x.device, x.dtype)
+        cache = self.__dict__.setdefault("_span_cache", {})
+        if key not in cache:
+            lo, hi, _ = self._bounds_like(x)
+            cache[key] = hi - lo
+        return cache[key]
+
     def to_theta(self, u: torch.Tensor, round_discrete: bool = True) -> torch.Tensor:
         """Normalised ``u`` → parameter units, float64. Differentiable (straight-through rounding).
 
@@ -230,7 +239,7 @@ class ParamSpace:
         """
         u = u.to(torch.float64)
         lo, hi, log = self._bounds_like(u)
-        lin = lo + u * (hi - lo)
+        lin = lo + u * self._span_like(u)
         if self._has_log:
             safe_lo = torch.where(log, lo, torch.ones_like(lo))
             safe_hi = torch.where(log, hi, torch.ones_like(hi))
@@ -249,7 +258,12 @@ class ParamSpace:
         """``theta`` as float64 inside ``[low, high]`` exactly; gradients pass straight through."""
         theta = theta.to(torch.float64)
         lo, hi, _ = self._bounds_like(theta)
-        return theta + (torch.minimum(torch.maximum(theta, lo), hi) - theta).detach()
+        clamped = torch.minimum(torch.maximum(theta, lo), hi)
+        if not (theta.requires_grad and torch.is_grad_enabled()):
+            # No gradient to pass: the clamped values themselves. (For values within rounding of
+            # a bound, as the maps give, the straight-through sum below yields the same bits.)
+            return clamped
+        return theta + (clamped - theta).detach()
 
     def to_unit(self, theta: torch.Tensor) -> torch.Tensor:
         """Parameter units → normalised ``u``."""
@@ -346,6 +360,9 @@ class ParamSpace:
                 x = flat[s.start] if flat is not None else float(t[s.start])
                 out[p.name] = (list(p.choices)[int(round(x))] if p.kind == "categorical"
                                else int(round(x)) if p.kind == "integer" else x)
+                continue
+            if flat is not None and p.kind == "continuous" and len(p.shape) == 1:
+                out[p.name] = flat[s.start:s.stop]  # what v.reshape(p.shape).tolist() gives, without tensors
                 continue
             v = t[s.start:s.stop]
             if p.discrete:
