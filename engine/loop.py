@@ -65,17 +65,11 @@ def optimize(
     run: ``"local"`` (this process), ``"processes"``, ``"ray"``; results are the same with any.
     One made from a name is stopped when the run ends, however it ends.
     """
+    # Every argument but these three is an Optimization setting: passed on as given.
+    settings = {k: v for k, v in locals().items() if k not in ("resume", "final_render", "close")}
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir")
-    run = Optimization(
-        renderer, objective, estimator, target=target, target_params=target_params,
-        renderer_options=renderer_options, objective_options=objective_options,
-        estimator_options=estimator_options, init=init, optimizer=optimizer, lr=lr,
-        optimizer_options=optimizer_options, lr_decay=lr_decay, steps=steps, seed=seed,
-        max_renders=max_renders, target_loss=target_loss, patience=patience, min_delta=min_delta,
-        callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, max_batch=max_batch,
-        registry=registry, meta=meta, executor=executor, executor_options=executor_options)
+    run = Optimization(**settings)
     try:
         if resume:
             run.resume(checkpoint_dir)

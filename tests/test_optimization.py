@@ -237,3 +237,12 @@ def test_options_a_checkpoint_cannot_hold_still_resume(toy_scene, tmp_path):
         rg.Optimization.load(tmp_path / "odd")
     again = rg.optimize("toy", "mse", "spsa", **kw, resume=True)
     assert torch.equal(again.u, full.u)
+
+
+def test_optimize_passes_every_setting_on_to_optimization():
+    """rg.optimize forwards its arguments by name: both must take the same settings."""
+    import inspect
+    own = {"resume", "final_render", "close"}
+    a = set(inspect.signature(rg.optimize).parameters) - own
+    b = set(inspect.signature(rg.Optimization.__init__).parameters) - {"self", "external"}
+    assert a == b, (a - b, b - a)
