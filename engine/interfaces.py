@@ -217,3 +217,9 @@ class GradientEstimator(Plugin):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (on resume, and before each replay)."""
+
+    def converged(self) -> bool:
+        """True when the estimator has nothing left to do (an evolution strategy whose spread has
+        collapsed): the run then stops before the next step, with ``stopped = "converged"``.
+        Must follow from :meth:`state_dict` alone, so a resumed run stops at the same step."""
+        return False

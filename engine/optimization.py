@@ -379,6 +379,8 @@ class Optimization(RunState):
             self._finish("steps")
         elif self.max_renders is not None and self.evaluator.renders >= self.max_renders:
             self._finish("max_renders")
+        elif getattr(self.estimator, "converged", bool)():
+            self._finish("converged")
         return self.stopped is None
 
     def _stop_after(self, loss: float) -> None:
