@@ -110,6 +110,19 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
 
 
 # -- command line -----------------------------------------------------------------------------
+def _json_options(text: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--options is not JSON ({e.msg} at character {e.pos}): give a JSON object, "
+                          "e.g. --options '{\"sigma0\": 0.1}'") from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"--options must be a JSON object (name: value), got {text!r}")
+    return options
+
+
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from rendergrad.config import load_config
     cfg = load_config(args.config)
@@ -120,7 +133,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
                    renderer_options=cfg["renderer"].get("options"),
                    objective_options=cfg["objective"].get("options"), init=cfg["params"]["init"],
                    target=target, target_params=target_params, budget=args.budget, seed=args.seed,
-                   options=json.loads(args.options) if args.options else None, close=True)
+                   options=_json_options(args.options), close=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(res.to_json(), indent=2))
