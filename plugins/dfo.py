@@ -162,7 +162,8 @@ class LibraryOptimizer(GradientEstimator):
     # -- a step -------------------------------------------------------------------------
     def _start(self, x0: torch.Tensor, seed: int, budget: int) -> None:
         self._reset()
-        self._seed, self._x0, self._budget = seed, x0.detach().to(torch.float64).clone(), budget
+        self._seed, self._x0, self._budget = seed, x0.detach().to("cpu", torch.float64).clone(), budget
+        self._dim = self._x0.shape[0]
         self._stream = NumpyStream(seed)
         with self._stream.active():
             self._lib = self._create(self._x0.numpy().copy(), seed, budget)
@@ -175,7 +176,7 @@ class LibraryOptimizer(GradientEstimator):
         return self._asked
 
     def _generation(self, token: Any, x: np.ndarray, losses: torch.Tensor) -> None:
-        values = losses.detach().to(torch.float64).reshape(-1)
+        values = losses.detach().to("cpu", torch.float64).reshape(-1)
         with self._stream.active():
             self._tell(token, values.numpy().copy())
             self._rec = np.clip(np.asarray(self._recommend(), dtype=np.float64), 0.0, 1.0)
@@ -191,15 +192,16 @@ class LibraryOptimizer(GradientEstimator):
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         seed = self.seed if self.seed is not None else self._seed_for(int(ctx.generator.initial_seed()))
         fresh = self._lib is None or (not len(self._losses) and (
-            self._seed != seed or not torch.equal(self._x0, u.detach().to(torch.float64))))
+            self._seed != seed or not torch.equal(self._x0, u.detach().to("cpu", torch.float64))))
         if fresh:
             self._start(u, seed, self._budget_for(ctx))
         token, x = self._ask_once()
-        losses = loss_fn(torch.as_tensor(x, dtype=u.dtype)).detach()   # one batch: the population
+        # one batch: the population; losses may come back on the renderer's device
+        losses = loss_fn(torch.as_tensor(x, dtype=u.dtype)).detach().to("cpu", torch.float64)
         self._generation(token, x, losses)
-        step = torch.as_tensor(self._rec, dtype=u.dtype) - u
+        step = torch.as_tensor(self._rec, dtype=u.dtype, device=u.device) - u
         info = {"min_loss": float(losses.min()), **self._diagnostics()}
-        return Estimate(grad=-step, loss=float(losses.double().mean()), renders=int(x.shape[0]), info=info,
+        return Estimate(grad=-step, loss=float(losses.mean()), renders=int(x.shape[0]), info=info,
                         step=step)
 
 
@@ -253,8 +255,7 @@ class CMA(LibraryOptimizer):
 
     def _create(self, x0: np.ndarray, seed: int, budget: int) -> Any:
         import cma
-        self._n = x0.shape[0]
-        if self._n == 1:  # pycma needs >= 2 dimensions: carry one ignored coordinate
+        if x0.shape[0] == 1:  # pycma needs >= 2 dimensions: carry one ignored coordinate
             x0 = np.concatenate([x0, [0.5]])
         opts = {"bounds": [0.0, 1.0], "seed": seed, "verbose": -9, "verb_log": 0, "verb_disp": 0,
                 "CMA_diagonal": x0.shape[0] > self.diagonal_above}
@@ -268,7 +269,7 @@ class CMA(LibraryOptimizer):
 
     def _ask(self) -> tuple[Any, np.ndarray]:
         xs = self._lib.ask()
-        return xs, np.asarray(xs)[:, : self._n]
+        return xs, np.asarray(xs)[:, : self._dim]
 
     def _tell(self, token: Any, losses: np.ndarray) -> None:
         self._lib.tell(token, [float(v) for v in losses])
@@ -276,7 +277,7 @@ class CMA(LibraryOptimizer):
     def _recommend(self) -> np.ndarray:
         # xfavorite: the mean mapped through pycma's boundary transform; the raw mean may lie
         # outside the bounds
-        return np.asarray(self._lib.result.xfavorite)[: self._n]
+        return np.asarray(self._lib.result.xfavorite)[: self._dim]
 
     def _stopped(self) -> bool:
         # asking on after pycma's own termination lets the degenerate covariance carry the mean away
