@@ -1,7 +1,6 @@
 """CMA-ES and nevergrad as estimators of rg.Optimization: one loop, one render count, exact resume."""
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,14 @@ class Seen(Callback):
 def test_cma_is_an_estimator_whose_renders_the_loop_counts(plateau_scene):
     seen = Seen()
     res = rg.optimize("toy", "mse", "cma", renderer_options=plateau_scene, estimator_options=CMA6,
-                      target_params=TARGET, steps=100, max_renders=300, seed=0, callbacks=[seen])
-    # one population per step, counted by the evaluator as it goes; pycma may stop early
-    assert res.stopped in ("max_renders", "converged") and res.evaluations <= 300
-    assert [h["evaluations"] for h in res.history] == list(range(6, res.evaluations + 1, 6))
+                      target_params=TARGET, steps=100, max_renders=60, seed=0, callbacks=[seen])
+    # one population per step, counted by the evaluator as it goes (how far CMA-ES gets on this
+    # task: tests/test_baselines.py)
+    assert res.stopped == "max_renders" and res.evaluations == 60 and res.steps == 10
+    assert [h["evaluations"] for h in res.history] == list(range(6, 61, 6))
     assert [r for r, _ in seen.records] == [h["evaluations"] for h in res.history]
-    assert math.dist([res.params["x"], res.params["y"]], [0.7, 0.3]) < 0.01
     assert all(h["min_loss"] <= h["loss"] and h["sigma"] > 0 for h in res.history)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
     # the loop's parameters after each step are the mean CMA-ES reports
     assert torch.equal(seen.records[-1][1], res.u)
     # driven by ask/tell, every step is one batch: the whole population
