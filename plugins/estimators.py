@@ -28,8 +28,8 @@ class Analytic(GradientEstimator):
             raise IncompatiblePluginsError(
                 f"analytic: the renderer does not differentiate parameter(s) "
                 f"{', '.join(repr(n) for n in ctx.nondifferentiable)}, so their gradient would be exactly zero "
-                "and they would never move. Use a forward-only estimator (prdpt, zerograds, spsa, or the "
-                "cma baseline), or set allow_nondifferentiable = true to optimise the other parameters only.")
+                "and they would never move. Use a forward-only estimator (prdpt, zerograds, spsa, cma), "
+                "or set allow_nondifferentiable = true to optimise the other parameters only.")
         x = u.detach().clone().requires_grad_(True)
         loss = loss_fn(x.unsqueeze(0), differentiable=True)[0]
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
