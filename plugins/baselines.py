@@ -146,7 +146,10 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 def rendergrad_add_commands(subparsers):
     p = subparsers.add_parser("baseline", help="minimise a run's objective with CMA-ES or a nevergrad optimizer",
                               description="Run the scene, target and objective of RUN.toml through a "
-                                          "derivative-free optimizer at a fixed render budget.")
+                                          "derivative-free optimizer at a fixed render budget (whole "
+                                          "generations only) and write result.json. For a run folder with "
+                                          "checkpoints, progress and a report, use `rendergrad run` with "
+                                          "[estimator] name = \"cma\" (or \"nevergrad\").")
     p.add_argument("config", help="run file (TOML); its [estimator] and [optimizer] tables are ignored")
     p.add_argument("--method", default="cma", help="'cma' or a nevergrad registry name (e.g. NGOpt, DE)")
     p.add_argument("--budget", type=int, default=1000, help="renders to spend")

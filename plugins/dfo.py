@@ -317,6 +317,8 @@ class Nevergrad(LibraryOptimizer):
                               f"integer or absent (the run's max_renders), got {budget!r}")
         self.optimizer, self.batch, self.sigma, self.budget = optimizer, batch, float(sigma), budget
         self.options = dict(options or {})
+        with NumpyStream(0).active():  # bad option names fail here, not at the first step
+            self._create(np.full(2, 0.5), 0, 10)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

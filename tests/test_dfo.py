@@ -117,6 +117,8 @@ def test_bad_options_say_what_to_fix():
         reg.create("estimator", "cma", {"popsize": 1})
     with pytest.raises(ConfigError, match="did you mean NGOpt"):
         reg.create("estimator", "nevergrad", {"optimizer": "NGOp"})
+    with pytest.raises(ConfigError, match="refused options"):
+        reg.create("estimator", "nevergrad", {"optimizer": "DE", "options": {"popsize": 4}})
     with pytest.raises(ConfigError, match="unknown option 'optimizer'"):
         reg.create("estimator", "ngopt", {"optimizer": "DE"})
     assert reg.create("estimator", "ngopt", {"batch": 2}).optimizer == "NGOpt"
