@@ -102,7 +102,7 @@ class Optimization(RunState):
             check_settings(steps, lr, lr_decay)
             lrschedule.check(lr_schedule, lr_units)
             if population is not None:
-                pop.check_estimator(self.estimator)
+                pop.check_estimator(self.estimator, meta)
             # Where renders run; pools build their own renderers from the plugin name and options.
             self.executor, self.owns_executor = resolve_executor(executor, executor_options, reg)
             check_executor(self.executor, self.estimator)
@@ -188,7 +188,7 @@ class Optimization(RunState):
                     "lr_decay": self.lr_decay, "max_renders": self.max_renders,
                     **{f"estimator.{k}": v for k, v in (self.settings.get("estimator_options") or {}).items()}}
         self.callbacks.on_start(space=self.space, target=self.target, evaluator=self.evaluator,
-                                u=self.u.detach().clone(), start_step=self.step, total_steps=self.steps,
+                                u=pop.observed(self.u, self.history).clone(), start_step=self.step, total_steps=self.steps,
                                 history=self.history, settings=settings)
 
     # -- ask / tell ------------------------------------------------------------------------
@@ -390,7 +390,7 @@ class Optimization(RunState):
                 self.since_best += 1
             step = self.step
             self.step += 1
-        self.callbacks.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator, step=step,
+        self.callbacks.on_step(record=record, u=pop.observed(self.u, self.history), evaluator=self.evaluator, step=step,
                                elapsed_s=self.elapsed(), lr=float(self.opt.param_groups[0]["lr"]),
                                best_loss=float(self.best["loss"]))
         if self.checkpoint_dir is not None and self._schedule.due(self.step):

@@ -40,11 +40,15 @@ def start_units(space: ParamSpace, population: Any) -> torch.Tensor:
     return space.to_unit(space.clamp_theta(theta))
 
 
-def check_estimator(estimator: Any) -> None:
-    """Refuse an estimator that cannot optimize candidates independently."""
+def check_estimator(estimator: Any, meta: Any = None) -> None:
+    """Refuse an estimator that cannot optimize candidates independently (and a learned start)."""
+    if meta is not None:
+        raise ConfigError("population and meta cannot be combined: meta gives one learned start; "
+                          "give the candidates' starting parameters as population, or drop it")
     if not getattr(estimator, "population", False):
         raise ConfigError(f"estimator {estimator.name!r} cannot optimize a population (it takes one parameter "
-                          "vector per step); use an estimator that declares population = True, e.g. analytic")
+                          "vector per step); use an estimator that declares population = True (one gradient "
+                          "per candidate)")
 
 
 def candidate_losses(est: Estimate, size: int) -> torch.Tensor:
@@ -55,6 +59,15 @@ def candidate_losses(est: Estimate, size: int) -> torch.Tensor:
     if losses.shape[0] != size:
         raise RendergradError(f"the estimator returned {losses.shape[0]} losses for {size} candidates")
     return losses
+
+
+def observed(u: torch.Tensor, history: list[dict[str, Any]]) -> torch.Tensor:
+    """What callbacks see as ``u``: the parameters, or a population's candidate that was best at
+    the latest step, so every callback (image previews, TensorBoard) works on populations too."""
+    if u.ndim == 1:
+        return u.detach()
+    row = int(history[-1].get("candidate", 0)) if history else 0
+    return u.detach()[row]
 
 
 def record(space: ParamSpace, u_now: torch.Tensor, losses: torch.Tensor) -> tuple[dict[str, Any], int]:

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("OpenEXR")
 
 import rendergrad as rg
-from rendergrad.callbacks import Callback
+from rendergrad.callbacks import Callback, Snapshots
 from rendergrad.errors import ConfigError
 from rendergrad.lrschedule import rate
 from rendergrad.plugins.objectives import MSE
@@ -120,7 +120,9 @@ def test_population_ask_tell_with_save_load_equals_run(tmp_path):
     pop = (start + 0.2 * torch.randn(3, start.numel(), generator=torch.Generator().manual_seed(0))).clamp(0, 8)
     kw = dict(target=target, population=pop, lr=0.05, lr_units="parameter", steps=8, lr_decay=0.01,
               lr_schedule="cosine")
-    ran = rg.Optimization(r, "mse", "analytic", **kw).run()
+    snaps = Snapshots(tmp_path / "snaps", every=4)   # callbacks see the best candidate's u
+    ran = rg.Optimization(r, "mse", "analytic", callbacks=[snaps], **kw).run()
+    assert sorted(p.name for p in (tmp_path / "snaps").glob("step_*.png")) == ["step_00004.png", "step_00008.png"]
     opt = rg.Optimization(r, "mse", "analytic", **kw)
     while not opt.done:
         batch = opt.ask()
@@ -141,6 +143,11 @@ def test_population_refusals():
         rg.Optimization(r, "mse", "spsa", target=target, population=torch.ones(2, n))
     with pytest.raises(ConfigError, match=rf"give \[B, {n}\]"):
         rg.Optimization(r, "mse", "analytic", target=target, population=torch.ones(2, n + 1))
+    with pytest.raises(ConfigError, match="population and meta cannot be combined"):
+        from rendergrad.meta import MetaParams
+        meta = MetaParams(u0=torch.full((n,), 0.2, dtype=torch.float64),
+                          step_sizes=torch.full((n,), 0.01, dtype=torch.float64), fingerprint={})
+        rg.Optimization(r, "mse", "analytic", target=target, population=torch.ones(2, n), meta=meta)
     with pytest.raises(ConfigError, match="lr_schedule"):
         rg.Optimization(r, "mse", "analytic", target=target, lr_schedule="step")
     with pytest.raises(ConfigError, match="resume=True needs checkpoint_dir"):

@@ -147,6 +147,24 @@ def rendergrad_add_commands(subparsers):
     c.add_argument("--out", required=True, help="output folder (olat.json + EXRs)")
     c.set_defaults(func=_cmd_capture)
 
+    _add_optimize_parser(sub)
+
+    a = sub.add_parser("apply", help="turn optimized multipliers into source-scene values or a Blender script")
+    a.add_argument("result", help="multipliers.json or the optimize output folder")
+    a.add_argument("--basis", required=True, help="the basis the multipliers belong to (olat.json)")
+    a.add_argument("--format", choices=["params", "toml", "blender"], default="params",
+                   help="params: JSON of source-scene values; toml: a [params] init block for a run file; "
+                        "blender: a script for blender --python (default: params)")
+    a.add_argument("--candidate", type=int, help="use this candidate instead of the best")
+    a.add_argument("--out", help="write here instead of stdout")
+    a.set_defaults(func=_cmd_apply)
+
+    from .. import olat_blender, olat_solve
+    olat_solve.add_commands(sub)
+    olat_blender.add_commands(sub)
+
+
+def _add_optimize_parser(sub: Any) -> None:
     o = sub.add_parser("optimize", help="OLAT-AD: optimize per-light RGB multipliers for an objective",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples (see docs/olat.md):\n"
@@ -187,17 +205,3 @@ def rendergrad_add_commands(subparsers):
     o.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir exactly")
     o.add_argument("--progress", action="store_true", help="show a progress bar")
     o.set_defaults(func=_cmd_optimize)
-
-    a = sub.add_parser("apply", help="turn optimized multipliers into source-scene values or a Blender script")
-    a.add_argument("result", help="multipliers.json or the optimize output folder")
-    a.add_argument("--basis", required=True, help="the basis the multipliers belong to (olat.json)")
-    a.add_argument("--format", choices=["params", "toml", "blender"], default="params",
-                   help="params: JSON of source-scene values; toml: a [params] init block for a run file; "
-                        "blender: a script for blender --python (default: params)")
-    a.add_argument("--candidate", type=int, help="use this candidate instead of the best")
-    a.add_argument("--out", help="write here instead of stdout")
-    a.set_defaults(func=_cmd_apply)
-
-    from .. import olat_blender, olat_solve
-    olat_solve.add_commands(sub)
-    olat_blender.add_commands(sub)

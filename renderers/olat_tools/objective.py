@@ -74,9 +74,12 @@ class CandidateObjective(Objective):
         train = images.requires_grad
         if train:
             self.last_images = images.detach()
+        target = self.target
+        if target is not None and target.device != images.device:  # a basis on the GPU, a target here
+            target = target.to(images.device)
         if not (train and self.crop):
-            return self.inner.loss(self.post(images), self.target)
-        x, per_target = random_resized_crop(images, self.generator, self.crop_scale, self.target)
+            return self.inner.loss(self.post(images), target)
+        x, per_target = random_resized_crop(images, self.generator, self.crop_scale, target)
         x = self.post(x)
         if per_target is None:
             return self.inner.loss(x, None)
