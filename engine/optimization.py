@@ -176,7 +176,8 @@ class Optimization(RunState):
         """What must match for a saved state to belong to this run."""
         return {"renderer": self.renderer.name, "estimator": self.estimator.name,
                 "objective": self.objective.name, "params": self.space.names, "n": self.space.size,
-                "seed": self.seed, "optimizer": self.settings["optimizer"]}
+                "seed": self.seed, "optimizer": self.settings["optimizer"],
+                **({"population": int(self.u.shape[0])} if self.u.ndim == 2 else {})}
 
     def _start(self) -> None:
         if self._started:

@@ -112,6 +112,8 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
     assert torch.equal(resumed.multipliers, whole.multipliers)
     assert [h["losses"] for h in resumed.history] == [h["losses"] for h in whole.history]
     assert resumed.renders == whole.renders == 4 * 10
+    with pytest.raises(rg.CheckpointError, match="population: checkpoint has 4, this run has 3"):
+        olat_ad(r, MSE(), target, checkpoint_dir=tmp_path / "run", resume=True, **{**kw, "batch": 3})
 
 
 def test_population_ask_tell_with_save_load_equals_run(tmp_path):
