@@ -39,6 +39,12 @@ the estimator pushes the parameters into it and holds them there (measured on Ro
 x = −1.5: ∂/∂x of the smoothed log-loss is +8.3 with clamping, −23 without). Shifting estimates
 the gradient up to 2σ away from ``u``, which is harmless when σ is small against the range.
 
+``covariance="adaptive"`` (the default with the adaptive σ) learns the kernel's shape from the
+steps taken (CMA-ES's rank-one update; :mod:`.kernel_shape`) and steps along the smoothed
+gradient in that metric: a curved valley (Rosenbrock²: 9 of 10 seeds solved in 600 renders,
+against 2 of 10 with the round kernel, ``covariance="isotropic"``) is followed instead of crossed
+back and forth. Options of the shape go in ``shape = {learning_rate, max_condition, gate}``.
+
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
 reports ``f(u)`` exactly.
@@ -55,12 +61,14 @@ from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
 from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
+from .kernel_shape import KernelShape
 from .schedules import AdaptiveSigma, SigmaSchedule, progress
 
 SAMPLERS = ("gaussian", "importance")
 MODES = ("score", "reparam")
 TRANSFORMS = ("none", "log")
 BOUNDS = ("clamp", "shift", "reflect")
+COVARIANCES = ("adaptive", "isotropic")
 
 
 def reflect_into_unit(x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +132,8 @@ class PRDPT(GradientEstimator):
                  mode: str = "score", qmc: bool = False, center: bool = False, sigma_step: bool = True,
                  transform: str = "none", bounds: str | None = None, sigma_max: float = 0.3,
                  normalize: bool | None = None, step: float = 0.5, adapt: dict[str, float] | None = None,
-                 reflect_margin: float = 0.05):
+                 reflect_margin: float = 0.05, covariance: str | None = None,
+                 shape: dict[str, float] | None = None):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
@@ -164,6 +173,16 @@ class PRDPT(GradientEstimator):
             raise ConfigError(f"prdpt: step (the step length as a fraction of σ) must be > 0, got {step!r}")
         self.step = float(step)
         self.reflect_margin = float(reflect_margin)
+        if covariance is None:
+            covariance = "adaptive" if adaptive and mode == "score" and sampler == "gaussian" else "isotropic"
+        if covariance not in COVARIANCES:
+            raise ConfigError(f"prdpt: covariance {covariance!r} is not one of {COVARIANCES}")
+        if covariance == "adaptive" and not (adaptive and mode == "score" and sampler == "gaussian"):
+            raise ConfigError("prdpt: covariance = 'adaptive' learns the kernel's shape from the adaptive "
+                              "schedule's steps; it needs schedule = 'adaptive', mode = 'score' and "
+                              "sampler = 'gaussian' (or set covariance = 'isotropic')")
+        self.covariance, self.shape_options = covariance, dict(shape or {})
+        self.shape: KernelShape | None = None
         self.samples, self.antithetic, self.sampler, self.mode = samples, bool(antithetic), sampler, mode
         self.qmc, self.center, self.sigma_step = bool(qmc), bool(center), bool(sigma_step)
         # An instance attribute: the loop checks it, so the reparameterised mode refuses
@@ -179,6 +198,7 @@ class PRDPT(GradientEstimator):
         self.loss_scale = None
         if self.adaptive is not None:
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
+        self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -191,12 +211,16 @@ class PRDPT(GradientEstimator):
         out: dict[str, Any] = {"loss_scale": self.loss_scale}
         if self.adaptive is not None:
             out["adaptive"] = self.adaptive.state_dict()
+        if self.shape is not None:
+            out["shape"] = self.shape.state_dict()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss_scale = state.get("loss_scale") if state else None
         if self.adaptive is not None and state and "adaptive" in state:
             self.adaptive.load_state_dict(state["adaptive"])
+        if self.shape is not None and state and "shape" in state:
+            self.shape.load_state_dict(state["shape"])
 
     def sigma_at(self, ctx: StepContext, renders: int = 0) -> float:
         if self.adaptive is not None:
@@ -205,6 +229,8 @@ class PRDPT(GradientEstimator):
 
     # -- the estimator ---------------------------------------------------------------------
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
+        if self.shape is not None and self.shape.n == u.shape[0]:
+            return self._estimate_shaped(loss_fn, u, ctx)
         n = u.shape[0]
         u0 = u
         scales = self.scales if self.scales is not None and self.scales.shape[0] == n \
@@ -265,6 +291,61 @@ class PRDPT(GradientEstimator):
             # steps shrink as the kernel narrows — the parameters settle to the resolution the
             # smoothing currently has instead of jittering at lr around the optimum.
             grad = grad * (sigma / (self.adaptive.sigma0 if self.adaptive is not None else self.schedule(0.0)))
+        renders = offsets.shape[0]
+        loss = float(losses.mean())
+        if self.center:
+            loss = float(loss_fn(u.unsqueeze(0))[0])
+            renders += 1
+        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma}, step=step)
+
+    def _estimate_shaped(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
+        """The adaptive trust-region step with a learnt kernel covariance (``covariance='adaptive'``).
+
+        Offsets ``σ·s ⊙ A z`` (``s`` the per-parameter scales, ``A Aᵀ = C``); the score estimate
+        of the smoothed loss's gradient is taken in ``z`` and the step follows ``A`` times its
+        direction: the natural gradient in the kernel's metric. See :mod:`.kernel_shape`.
+        """
+        assert self.adaptive is not None and self.shape is not None
+        n, shape = u.shape[0], self.shape
+        scales = self.scales if self.scales is not None and self.scales.shape[0] == n \
+            else torch.ones(n, dtype=torch.float64)
+        sigma = self.adaptive.sigma
+        sig = (sigma * scales).to(u.dtype)
+        m = self.samples // 2 if self.antithetic else self.samples
+        z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
+        eps = shape.apply(z) * sig
+        offsets = torch.cat([eps, -eps]) if self.antithetic else eps
+        u_at = u
+        if self.bounds in ("shift", "reflect"):
+            axis = sig * shape.axis_scales
+            margin = (2.0 * axis).clamp(max=0.5) if self.bounds == "shift" else axis.clamp(max=self.reflect_margin)
+            u_at = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
+        points_at = u_at.unsqueeze(0) + offsets
+        if self.bounds == "reflect":
+            points_at = reflect_into_unit(points_at)
+        losses = loss_fn(points_at).detach().to(u.dtype)
+        values = self._transformed(losses)
+        diff = (values[:m] - values[m:]) / 2.0 if self.antithetic else (values - values.mean()) * (m / (m - 1))
+        g_z = (diff[:, None] * z).mean(0) / sigma                 # ∂/∂z of the smoothed loss, z whitened
+        grad = (g_z @ shape.A_inv) / sig                          # the same gradient in u
+        flat = self.adaptive.is_flat(losses)
+        step = torch.zeros_like(u)
+        norm = float(torch.linalg.vector_norm(g_z))
+        if not flat and norm > 0 and math.isfinite(norm):
+            v = shape.apply(g_z / norm)                           # ascent direction, scaled units
+            # parameters at a bound that the step would push further out stay where they are
+            pinned = ((u <= 0.0) & (v > 0)) | ((u >= 1.0) & (v < 0))
+            d = shape.whiten(torch.where(pinned, torch.zeros_like(v), v))
+            d_norm = float(torch.linalg.vector_norm(d))
+            if d_norm > 0:
+                d = d / d_norm
+                step = -self.step * sig * shape.apply(d) * math.sqrt(n)
+                if not bool(pinned.any()) and sigma <= shape.gate * self.adaptive.sigma0:
+                    # a walk along a bound shows the bound, not the loss's shape
+                    shape.update(d)
+                self.adaptive.update(d)
+        elif flat:
+            self.adaptive.update(g_z, flat=True)
         renders = offsets.shape[0]
         loss = float(losses.mean())
         if self.center:
