@@ -58,6 +58,9 @@ def optimize(
     close: bool = False,
     registry: Registry | None = None,
     meta: Any = None,
+    population: Any = None,
+    lr_schedule: str = "geometric",
+    lr_units: str = "unit",
 ) -> Result:
     """Optimize a renderer's parameters so its image minimises the objective.
 
@@ -85,6 +88,11 @@ def optimize(
     ``executor`` (a plugin name with ``executor_options``, or an instance) decides where renders
     run: ``"local"`` (this process), ``"processes"``, ``"ray"``; results are the same with any.
     One made from a name is stopped when the run ends, however it ends.
+
+    ``population`` (``[B, n]`` starting parameters) optimizes B candidates side by side, B
+    renders a step, the best one's parameters as the result (see :mod:`rendergrad.population`).
+    ``lr_schedule="cosine"`` anneals to ``lr · lr_decay`` on a cosine instead of geometrically;
+    ``lr_units="parameter"`` takes ``lr`` in parameter units (see :mod:`rendergrad.lrschedule`).
     """
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir")
@@ -96,7 +104,8 @@ def optimize(
         max_renders=max_renders, target_loss=target_loss, patience=patience, min_delta=min_delta,
         callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds, max_batch=max_batch,
-        registry=registry, meta=meta, executor=executor, executor_options=executor_options)
+        registry=registry, meta=meta, executor=executor, executor_options=executor_options,
+        population=population, lr_schedule=lr_schedule, lr_units=lr_units)
     try:
         if resume:
             run.resume(checkpoint_dir)
