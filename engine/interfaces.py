@@ -134,6 +134,15 @@ class Objective(Plugin):
     def prepare(self, target: torch.Tensor | None) -> None:
         """Called once with the target before the first :meth:`loss`: precompute its features."""
 
+    # Optional: objectives that draw random numbers (augmentations) return their generator's
+    # state here, saved with every checkpoint so a resumed run continues bit-identically.
+    def state_dict(self) -> dict[str, Any]:
+        """The objective's random state, if it has any."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, when a run is resumed."""
+
     @abstractmethod
     def loss(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """One loss per image: ``images`` ``[B, H, W, C]``, ``target`` ``[H, W, C]`` or None → ``[B]``.
@@ -191,6 +200,9 @@ class Estimate:
     # measured (a trust region that follows the smoothing scale): the loop adds it to ``u``
     # (then clamps) instead of stepping the optimizer. None: the optimizer steps on ``grad``.
     step: torch.Tensor | None = None
+    # Population runs (``u`` of shape ``[B, n]``, see :mod:`rendergrad.population`): the loss of
+    # each candidate, ``[B]``; ``loss`` is then the best (lowest) of them.
+    losses: torch.Tensor | None = None
 
 
 class GradientEstimator(Plugin):
@@ -201,6 +213,9 @@ class GradientEstimator(Plugin):
     """
 
     requires_differentiable: ClassVar[bool] = False
+    # True for estimators that accept ``u`` of shape ``[B, n]`` (B candidates optimized side by
+    # side) and give each candidate a gradient that depends only on its own loss.
+    population: ClassVar[bool] = False
 
     def setup(self, space: ParamSpace, total_steps: int) -> None:
         """Called once before the first step with the run's parameter space and step count."""
@@ -223,3 +238,9 @@ class GradientEstimator(Plugin):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (on resume, and before each replay)."""
+
+    def converged(self) -> bool:
+        """True when the estimator has nothing left to do (an evolution strategy whose spread has
+        collapsed): the run then stops before the next step, with ``stopped = "converged"``.
+        Must follow from :meth:`state_dict` alone, so a resumed run stops at the same step."""
+        return False

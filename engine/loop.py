@@ -37,6 +37,7 @@ def optimize(
     checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS, resume: bool = False,
     max_batch: int | None = None, executor: Any = "local", executor_options: Mapping[str, Any] | None = None,
     final_render: bool = True, close: bool = False, registry: Registry | None = None, meta: Any = None,
+    population: Any = None, lr_schedule: str = "geometric", lr_units: str = "unit",
 ) -> Result:
     """Optimize a renderer's parameters so its image minimises the objective.
 
@@ -64,6 +65,11 @@ def optimize(
     ``executor`` (a plugin name with ``executor_options``, or an instance) decides where renders
     run: ``"local"`` (this process), ``"processes"``, ``"ray"``; results are the same with any.
     One made from a name is stopped when the run ends, however it ends.
+
+    ``population`` (``[B, n]`` starting parameters) optimizes B candidates side by side, B
+    renders a step, the best one's parameters as the result (see :mod:`rendergrad.population`).
+    ``lr_schedule="cosine"`` anneals to ``lr · lr_decay`` on a cosine instead of geometrically;
+    ``lr_units="parameter"`` takes ``lr`` in parameter units (see :mod:`rendergrad.lrschedule`).
     """
     # Every argument but these three is an Optimization setting: passed on as given.
     settings = {k: v for k, v in locals().items() if k not in ("resume", "final_render", "close")}

@@ -36,6 +36,7 @@ from .asktell import Answer, Batch, BatchError, ReplayLoss, _Pending, batch_id, 
 from .callbacks import Callback, CallbackList, ProgressBar, resolve_callbacks
 from .checkpoint import DEFAULT_CHECKPOINT_SECONDS, CheckpointSchedule, deferred_interrupts, load_checkpoint, \
     save_checkpoint
+from . import lrschedule, population as pop
 from .imageio import check_target_image
 from .seeding import generator_seed
 from .errors import ConfigError, RendergradError
@@ -44,14 +45,14 @@ from .executors import RendererRecipe, check_executor, resolve_executor
 from .interfaces import Estimate, StepContext
 from .registry import Registry, registry as default_registry
 from .result import HISTORY_PARAM_MAX_ELEMENTS, Result
-from .runstate import RunState
+from .runstate import RunState, objective_state
 from .setup import check_compatible, check_settings, make_optimizer, resolve
 
 # Settings saved with the state, so ``load`` re-creates the run by name.
 SETTINGS = ("renderer_options", "objective_options", "estimator_options", "init", "optimizer", "lr",
             "optimizer_options", "lr_decay", "steps", "seed", "max_renders", "target_loss", "patience",
             "min_delta", "max_batch", "external", "checkpoint_every", "checkpoint_seconds", "meta",
-            "executor_options")
+            "population", "lr_schedule", "lr_units", "executor_options")
 
 
 class Optimization(RunState):
@@ -61,6 +62,9 @@ class Optimization(RunState):
     ``estimator`` as plugin names with ``*_options``, or instances). ``external=True`` marks a
     run whose images come from outside: it refuses estimators that need gradients through the
     renderer and never renders except the target (from ``target_params``) once.
+    ``population`` (``[B, n]`` starting parameters) optimizes B candidates side by side (see
+    :mod:`rendergrad.population`); ``lr_schedule`` and ``lr_units`` shape the learning rate
+    (see :mod:`rendergrad.lrschedule`).
     """
 
     def __init__(self, renderer: Any, objective: Any = "mse", estimator: Any = "analytic", *,
@@ -76,7 +80,8 @@ class Optimization(RunState):
                  checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
                  max_batch: int | None = None, external: bool = False, registry: Registry | None = None,
                  executor: Any = "local", executor_options: Mapping[str, Any] | None = None,
-                 meta: Any = None):
+                 meta: Any = None, population: Any = None, lr_schedule: str = "geometric",
+                 lr_units: str = "unit"):
         if meta is not None:  # learned start and per-coordinate steps replace init and the optimizer
             from .meta import load_meta
             meta = load_meta(meta)
@@ -95,6 +100,9 @@ class Optimization(RunState):
             self.estimator = resolve(reg, "estimator", estimator, estimator_options)
             check_compatible(self.renderer, self.estimator, external=external)
             check_settings(steps, lr, lr_decay)
+            lrschedule.check(lr_schedule, lr_units)
+            if population is not None:
+                pop.check_estimator(self.estimator, meta)
             # Where renders run; pools build their own renderers from the plugin name and options.
             self.executor, self.owns_executor = resolve_executor(executor, executor_options, reg)
             check_executor(self.executor, self.estimator)
@@ -123,6 +131,8 @@ class Optimization(RunState):
         if s["meta"] is not None:
             s["meta"].check(space)
             u0 = s["meta"].u0.clone()
+        if s["population"] is not None:
+            u0 = pop.start_units(space, s["population"])
         torch.manual_seed(generator_seed(s["seed"]))
         self.gen = torch.Generator().manual_seed(generator_seed(s["seed"]))
         self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"],
@@ -144,11 +154,12 @@ class Optimization(RunState):
         else:
             self.opt = make_optimizer(s["optimizer"], [self.u], s["lr"], s["optimizer_options"])
         self.estimator.setup(space, s["steps"])
+        self._step_scale = lrschedule.step_scale(space, s["lr_units"])
 
     def _init_state(self) -> None:
         self.step = 0                     # steps completed
         self.history: list[dict[str, Any]] = []
-        self.best = {"loss": math.inf, "u": self.u.detach().clone(), "step": -1}
+        self.best = {"loss": math.inf, "u": self.u.detach().reshape(-1, self.space.size)[0].clone(), "step": -1}
         self.since_best = 0
         self.patience_ref = math.inf       # the loss an improvement of min_delta is measured against
         self.stopped: str | None = None
@@ -165,7 +176,8 @@ class Optimization(RunState):
         """What must match for a saved state to belong to this run."""
         return {"renderer": self.renderer.name, "estimator": self.estimator.name,
                 "objective": self.objective.name, "params": self.space.names, "n": self.space.size,
-                "seed": self.seed, "optimizer": self.settings["optimizer"]}
+                "seed": self.seed, "optimizer": self.settings["optimizer"],
+                **({"population": int(self.u.shape[0])} if self.u.ndim == 2 else {})}
 
     def _start(self) -> None:
         if self._started:
@@ -177,7 +189,7 @@ class Optimization(RunState):
                     "lr_decay": self.lr_decay, "max_renders": self.max_renders,
                     **{f"estimator.{k}": v for k, v in (self.settings.get("estimator_options") or {}).items()}}
         self.callbacks.on_start(space=self.space, target=self.target, evaluator=self.evaluator,
-                                u=self.u.detach().clone(), start_step=self.step, total_steps=self.steps,
+                                u=pop.observed(self.u, self.history).clone(), start_step=self.step, total_steps=self.steps,
                                 history=self.history, settings=settings)
 
     # -- ask / tell ------------------------------------------------------------------------
@@ -268,7 +280,8 @@ class Optimization(RunState):
                 "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "renderer": None if deep else self.renderer.state_dict(),
                 "renders": self.evaluator.renders - sum(len(a.losses) for a in self._answers),
-                "evaluator": self.evaluator.state_dict(), "replayed": False}
+                "evaluator": self.evaluator.state_dict(), "objective": objective_state(self.objective),
+                "replayed": False}
 
     def _advance(self, *, next_step: bool = True) -> None:
         """Run steps until a batch is pending or a stop rule ends the run.
@@ -319,9 +332,10 @@ class Optimization(RunState):
 
     def _gradient(self, est: Estimate, u_now: torch.Tensor) -> torch.Tensor:
         grad = torch.as_tensor(est.grad).detach().reshape(-1).to(self.u.dtype)
-        if grad.shape[0] != self.space.size:
+        if grad.shape[0] != self.u.numel():
             raise RendergradError(f"estimator {self.estimator.name!r} returned a gradient of size "
-                                  f"{grad.shape[0]} for {self.space.size} parameters")
+                                  f"{grad.shape[0]} for {self.u.numel()} parameters")
+        grad = grad.reshape(self.u.shape)
         if not math.isfinite(float(grad.sum())) and not bool(torch.isfinite(grad).all()):
             raise RendergradError(
                 f"estimator {self.estimator.name!r} returned a non-finite gradient at step {self.step} "
@@ -334,14 +348,19 @@ class Optimization(RunState):
         estimator's own ``step`` (an estimator that sized its step), clamped too."""
         self.u.grad = grad  # replaces the previous step's gradient; no zero_grad needed
         if self.lr_decay is not None:
-            # Geometric decay to lr·lr_decay over the run (steps or render budget, whichever
-            # ends it): recomputed from progress each step, so a resumed run matches exactly.
+            # Decay to lr·lr_decay over the run (steps or render budget, whichever ends it):
+            # recomputed from progress each step, so a resumed run matches exactly.
             done = self.step / self.steps if self.steps else 0.0
             if self.max_renders:
                 done = max(done, self.evaluator.renders / self.max_renders)
             for group in self.opt.param_groups:
-                group["lr"] = self.lr * float(self.lr_decay) ** min(done, 1.0)
-        if step is None:
+                group["lr"] = lrschedule.rate(self.lr, self.lr_decay, self.settings["lr_schedule"], done)
+        if step is None and self._step_scale is not None:  # lr in parameter units
+            before = self.u.detach().clone()
+            self.opt.step()
+            with torch.no_grad():
+                self.u.copy_(before + (self.u - before) * self._step_scale)
+        elif step is None:
             self.opt.step()
         else:
             with torch.no_grad():
@@ -353,13 +372,18 @@ class Optimization(RunState):
         grad = self._gradient(est, u_now)
         with deferred_interrupts():  # a Ctrl-C here: the step is taken and recorded, or not at all
             self._apply(grad, est.step)
-            loss = float(est.loss)
-            record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders,
-                      "params": self.space.decode(self.space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)}
+            loss, best_u = float(est.loss), u_now
+            record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders}
+            if u_now.ndim == 2:  # a population: the best candidate's parameters, every candidate's loss
+                extra, row = pop.record(self.space, u_now, pop.candidate_losses(est, u_now.shape[0]))
+                loss, best_u = extra["losses"][row], u_now[row]
+                record.update(loss=loss, **extra)
+            else:
+                record["params"] = self.space.decode(self.space.to_theta(u_now), HISTORY_PARAM_MAX_ELEMENTS)
             record.update(est.info)
             self.history.append(record)
             if loss < self.best["loss"]:  # best_loss is the lowest loss seen, whatever min_delta is
-                self.best = {"loss": loss, "u": u_now, "step": self.step}
+                self.best = {"loss": loss, "u": best_u, "step": self.step}
             if loss < self.patience_ref - self.min_delta:
                 self.patience_ref = loss
                 self.since_best = 0
@@ -367,7 +391,7 @@ class Optimization(RunState):
                 self.since_best += 1
             step = self.step
             self.step += 1
-        self.callbacks.on_step(record=record, u=self.u.detach(), evaluator=self.evaluator, step=step,
+        self.callbacks.on_step(record=record, u=pop.observed(self.u, self.history), evaluator=self.evaluator, step=step,
                                elapsed_s=self.elapsed(), lr=float(self.opt.param_groups[0]["lr"]),
                                best_loss=float(self.best["loss"]))
         if self.checkpoint_dir is not None and self._schedule.due(self.step):
@@ -380,6 +404,8 @@ class Optimization(RunState):
             self._finish("steps")
         elif self.max_renders is not None and self.evaluator.renders >= self.max_renders:
             self._finish("max_renders")
+        elif getattr(self.estimator, "converged", bool)():
+            self._finish("converged")
         return self.stopped is None
 
     def _stop_after(self, loss: float) -> None:
@@ -437,10 +463,15 @@ class Optimization(RunState):
             return self._result
         if not self.done:
             raise RendergradError("the run has not finished: ask/tell until done, or call run()")
-        u_final = self.u.detach().clone()
+        u_final, info = self.u.detach().clone(), {}
+        if u_final.ndim == 2:  # a population: its best final candidate is the result
+            u_final, info = self._final_candidate(u_final, final_render and not self.external)
         theta_final = self.space.to_theta(u_final)
         final_image, final_loss = None, (self.history[-1]["loss"] if self.history else math.nan)
-        if final_render and not self.external:
+        if info.get("population_images") is not None:
+            final_image = info["population_images"][info["best_candidate"]]
+            final_loss = float(info["population_losses"][info["best_candidate"]])
+        elif final_render and not self.external:
             final_image, final_loss = self.evaluator.preview_scored(theta_final)
         ev = self.evaluator
         # `loss` is the final parameters' loss (from the final render); `best_loss` the lowest
@@ -454,9 +485,19 @@ class Optimization(RunState):
             renderer=self.renderer.name, estimator=self.estimator.name, history=self.history,
             theta=theta_final, u=u_final, steps=len(self.history), stopped=self.stopped,
             render_seconds=ev.render_seconds, extra_renders=ev.extra_renders, final_image=final_image,
-            target_image=self.target, executor=self.executor.summary())
+            target_image=self.target, executor=self.executor.summary(), info=info)
         self.callbacks.on_end(result=self._result, error=None)
         return self._result
+
+    def _final_candidate(self, u: torch.Tensor, render: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """A population's best final candidate (every candidate rendered once more, as extras)."""
+        if render:
+            info = pop.final(self.evaluator, self.space, u)
+        else:  # no final renders: the last step's losses pick the candidate
+            losses = self.history[-1].get("losses") if self.history else None
+            best = int(torch.tensor(losses).argmin()) if losses else 0
+            info = {"population_theta": self.space.to_theta(u), "population_losses": None, "best_candidate": best}
+        return u[info["best_candidate"]].clone(), info
 
     def close(self) -> None:
         """Close the renderer, and stop the executor's workers, if this object created them by name."""

@@ -42,8 +42,15 @@ class RunState:
             "evaluator": snap.get("evaluator") or ev.state_dict(),
             "best_loss": self.best["loss"], "best_u": self.best["u"], "best_step": self.best["step"],
             "since_best": self.since_best, "patience_ref": self.patience_ref, "answers": [a.to_state() for a in self._answers],
-            "target": self.target,
+            "target": self.target, "objective": self._objective_state(snap),
         }
+
+    def _objective_state(self, snap: Mapping[str, Any]) -> dict[str, Any]:
+        """The objective's random state: at the open step's start unless batches were told in it
+        (their losses are saved, so the objective has already drawn for them)."""
+        if snap.get("objective") is not None and not self._answers:
+            return snap["objective"]
+        return objective_state(self.objective)
 
     def _saved_settings(self) -> dict[str, Any] | None:
         """The settings, if a checkpoint can hold them (plain values only); else None."""
@@ -59,6 +66,8 @@ class RunState:
         self.opt.load_state_dict(state["optimizer"])
         self.estimator.load_state_dict(state["estimator"])
         self.renderer.load_state_dict(state["renderer"])
+        if state.get("objective") and hasattr(self.objective, "load_state_dict"):
+            self.objective.load_state_dict(state["objective"])
         self.gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         ev = self.evaluator
@@ -123,6 +132,12 @@ class RunState:
                   registry=registry, callbacks=callbacks, progress=progress, **kw)
         opt.resume(directory)
         return opt
+
+
+def objective_state(objective: Any) -> dict[str, Any]:
+    """``objective.state_dict()``, or nothing for objectives without one."""
+    fn = getattr(objective, "state_dict", None)
+    return fn() if callable(fn) else {}
 
 
 def _executor(state: dict[str, Any], instances: Mapping[str, Any]) -> dict[str, Any]:

@@ -149,7 +149,9 @@ def check_estimator(estimator: GradientEstimator, *, n: int = 3) -> None:
     first = _estimate(estimator, fn, u, 1, 2)
     estimator.load_state_dict(copy.deepcopy(state))
     second = _estimate(estimator, fn, u, 1, 2)
-    if not torch.equal(torch.as_tensor(first.grad), torch.as_tensor(second.grad)):
-        _fail(who, "after load_state_dict(state_dict()) the same step gave a different gradient; every "
+    same_step = (first.step is None) == (second.step is None) and (
+        first.step is None or torch.equal(torch.as_tensor(first.step), torch.as_tensor(second.step)))
+    if not torch.equal(torch.as_tensor(first.grad), torch.as_tensor(second.grad)) or not same_step:
+        _fail(who, "after load_state_dict(state_dict()) the same step gave a different gradient or step; every "
                    "piece of state that carries over between steps belongs in state_dict(), and all "
                    "randomness must come from ctx.generator")

@@ -17,6 +17,7 @@ class Analytic(GradientEstimator):
 
     name = "analytic"
     requires_differentiable = True
+    population = True   # u [B, n]: one render per candidate, each gradient from its own loss
 
     def __init__(self, allow_nondifferentiable: bool = False):
         # Off by default: a parameter whose derivative the renderer drops gets an exactly zero
@@ -28,14 +29,26 @@ class Analytic(GradientEstimator):
             raise IncompatiblePluginsError(
                 f"analytic: the renderer does not differentiate parameter(s) "
                 f"{', '.join(repr(n) for n in ctx.nondifferentiable)}, so their gradient would be exactly zero "
-                "and they would never move. Use a forward-only estimator (prdpt, zerograds, spsa, or the "
-                "cma baseline), or set allow_nondifferentiable = true to optimise the other parameters only.")
+                "and they would never move. Use a forward-only estimator (prdpt, zerograds, spsa, cma), "
+                "or set allow_nondifferentiable = true to optimise the other parameters only.")
+        if u.ndim == 2:
+            return self._population(loss_fn, u)
         x = u.detach().clone().requires_grad_(True)
         loss = loss_fn(x.unsqueeze(0), differentiable=True)[0]
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
         if grad is None:  # the renderer ignored theta entirely: a plateau everywhere
             grad = torch.zeros_like(x)
         return Estimate(grad=grad.detach(), loss=float(loss.detach()), renders=1)
+
+    @staticmethod
+    def _population(loss_fn, u: torch.Tensor) -> Estimate:
+        """B candidates in one batch: the gradient of the summed losses is each candidate's own."""
+        x = u.detach().clone().requires_grad_(True)
+        losses = loss_fn(x, differentiable=True)
+        (grad,) = torch.autograd.grad(losses.sum(), x, allow_unused=True)
+        grad = torch.zeros_like(x) if grad is None else grad
+        losses = losses.detach()
+        return Estimate(grad=grad.detach(), loss=float(losses.min()), renders=x.shape[0], losses=losses)
 
 
 class FiniteDifferences(GradientEstimator):

@@ -133,7 +133,10 @@ class ZeroGrads(GradientEstimator):
                  encoding: int | None = None, lr: float = 1e-3, updates: int = 3,
                  fit_first: bool = True, buffer: int = 64, locality_weights: bool = True,
                  nonnegative: bool = True, transform: str = "none", sigma_max: float = 0.3,
-                 step: float = 0.5, adapt: dict[str, float] | None = None):
+                 step: float = 0.5, adapt: dict[str, float] | None = None, sigma_signal: str = "surrogate"):
+        if sigma_signal not in ("surrogate", "samples"):
+            raise ConfigError(f"zerograds: sigma_signal {sigma_signal!r} is not 'surrogate' or 'samples'")
+        self.sigma_signal = sigma_signal
         if surrogate not in SURROGATES:
             raise ConfigError(f"zerograds: surrogate {surrogate!r} is not one of {SURROGATES}")
         if transform not in TRANSFORMS:
@@ -288,7 +291,13 @@ class ZeroGrads(GradientEstimator):
             flat = self.adaptive.is_flat(y)
             step = torch.zeros_like(grad) if not (norm > 0 and math.isfinite(norm)) else \
                 -self.step * sig.to(grad.dtype) * direction * (math.sqrt(n) / norm)
-            self.adaptive.update(direction, flat=flat)
+            signal = direction
+            if self.sigma_signal == "samples" and self.antithetic:
+                # σ follows what the renders say, not the surrogate: a fitted network keeps its
+                # slope from step to step even where noisy samples flip back and forth
+                raw = (((y[:m] - y[m:]) / 2.0)[:, None] * z).mean(0).to(grad.dtype)
+                signal = torch.where(((u <= 0.0) & (raw > 0)) | ((u >= 1.0) & (raw < 0)), torch.zeros_like(raw), raw)
+            self.adaptive.update(signal, flat=flat)
         return Estimate(grad=grad, loss=float(y.mean()), renders=int(rho.shape[0]),
                         info={"sigma": sigma_o, "surrogate_loss": fit_loss}, step=step)
 

@@ -49,6 +49,14 @@ def test_cma_handles_one_dimension():
     assert abs(res.params["x"] - 0.3) < 1e-3
 
 
+def test_budget_is_spent_in_whole_generations_and_library_options_pass_through():
+    # 1-D: pycma carries a padding coordinate, population 6; 20 renders allow 3 generations
+    res = minimize(Parabola(), "mse", "cma", target=torch.zeros(1, 1, 1), budget=20, seed=0,
+                   options={"sigma0": 0.3, "CMA_diagonal": True})
+    assert res.evaluations == 18 and res.steps == 3 and res.stopped == "max_renders"
+    assert res.history[-1]["params"].keys() == {"x"}
+
+
 def test_nevergrad_by_name_and_batches():
     res = minimize(Parabola(), "mse", "DE", target=torch.zeros(1, 1, 1), budget=200, seed=0,
                    options={"batch": 5})

@@ -15,6 +15,8 @@ CASES = {
     "fd": ({}, {}),
     "analytic": ({}, {}),
     "prdpt-reparam": ({}, {"estimator_options": {"mode": "reparam", "samples": 2}}),
+    "cma": ({}, {"estimator_options": {"sigma0": 0.3, "popsize": 4}}),
+    "nevergrad": ({}, {"estimator_options": {"optimizer": "NGOpt", "batch": 3}}),
 }
 
 

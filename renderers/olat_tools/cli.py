@@ -79,12 +79,15 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         mult = _load_multipliers(args.target_multipliers, renderer.names)
         with torch.no_grad():
             target = renderer.relight(mult.unsqueeze(0))[0]
+    if args.resume and not args.checkpoint_dir:
+        raise ConfigError("olat optimize: --resume needs --checkpoint-dir (the folder the interrupted run saved to)")
     res = olat_ad(renderer, objective, target, batch=args.batch, sigma=args.sigma, lr=args.lr, steps=args.steps,
                   seed=args.seed, augment=args.augment, tonemap=args.tonemap, exposure=args.exposure,
-                  lr_decay=args.lr_decay)
+                  lr_decay=args.lr_decay, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                  progress=args.progress, max_renders=args.max_renders)
     paths = write_outputs(args.out, res, renderer.basis, target)
-    print(f"best candidate #{res.best}: loss {float(res.losses[res.best]):.6g} after {args.steps} steps "
-          f"({res.renders} relights, {res.seconds:.1f}s)")
+    print(f"best candidate #{res.best}: loss {float(res.losses[res.best]):.6g} after {len(res.history)} steps "
+          f"({res.renders} relights + {res.extra_renders} for the record, {res.seconds:.1f}s)")
     print(f"wrote {paths['multipliers']}, {paths['sheet']}, {paths['params']}, {paths['blender']}")
     return 0
 
@@ -144,6 +147,24 @@ def rendergrad_add_commands(subparsers):
     c.add_argument("--out", required=True, help="output folder (olat.json + EXRs)")
     c.set_defaults(func=_cmd_capture)
 
+    _add_optimize_parser(sub)
+
+    a = sub.add_parser("apply", help="turn optimized multipliers into source-scene values or a Blender script")
+    a.add_argument("result", help="multipliers.json or the optimize output folder")
+    a.add_argument("--basis", required=True, help="the basis the multipliers belong to (olat.json)")
+    a.add_argument("--format", choices=["params", "toml", "blender"], default="params",
+                   help="params: JSON of source-scene values; toml: a [params] init block for a run file; "
+                        "blender: a script for blender --python (default: params)")
+    a.add_argument("--candidate", type=int, help="use this candidate instead of the best")
+    a.add_argument("--out", help="write here instead of stdout")
+    a.set_defaults(func=_cmd_apply)
+
+    from .. import olat_blender, olat_solve
+    olat_solve.add_commands(sub)
+    olat_blender.add_commands(sub)
+
+
+def _add_optimize_parser(sub: Any) -> None:
     o = sub.add_parser("optimize", help="OLAT-AD: optimize per-light RGB multipliers for an objective",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples (see docs/olat.md):\n"
@@ -179,18 +200,8 @@ def rendergrad_add_commands(subparsers):
     o.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="basis storage (the sum is accumulated in float32) (default: %(default)s)")
     o.add_argument("--seed", type=int, default=0, help="seed of the initial candidates and the crops (default: %(default)s)")
+    o.add_argument("--max-renders", type=int, help="stop once this many relights are spent (B per step)")
+    o.add_argument("--checkpoint-dir", help="save the run's state here (periodically, at the end, on failure)")
+    o.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir exactly")
+    o.add_argument("--progress", action="store_true", help="show a progress bar")
     o.set_defaults(func=_cmd_optimize)
-
-    a = sub.add_parser("apply", help="turn optimized multipliers into source-scene values or a Blender script")
-    a.add_argument("result", help="multipliers.json or the optimize output folder")
-    a.add_argument("--basis", required=True, help="the basis the multipliers belong to (olat.json)")
-    a.add_argument("--format", choices=["params", "toml", "blender"], default="params",
-                   help="params: JSON of source-scene values; toml: a [params] init block for a run file; "
-                        "blender: a script for blender --python (default: params)")
-    a.add_argument("--candidate", type=int, help="use this candidate instead of the best")
-    a.add_argument("--out", help="write here instead of stdout")
-    a.set_defaults(func=_cmd_apply)
-
-    from .. import olat_blender, olat_solve
-    olat_solve.add_commands(sub)
-    olat_blender.add_commands(sub)

@@ -3,15 +3,17 @@
 Adam on the multipliers (lr 0.06, ~230 steps), clamp to ``[θ_min, θ_max]`` after each step,
 optional random resized crops, a differentiable tone map, any objective.
 
-Every relight goes through :class:`rendergrad.evaluation.BatchEvaluator`, the path every other
-method renders through: renders are counted there (``renders`` for the method's cost,
-``extra_renders`` for images only made for the record), NaN images are refused with the
-multipliers that produced them, and ``max_batch`` splits the candidates into chunks.
+The loop is :class:`rendergrad.Optimization` in population mode: the B candidates are one
+``[B, n]`` parameter tensor, each step renders them as one batch through
+:class:`rendergrad.evaluation.BatchEvaluator` (counted there, NaN images refused with the
+multipliers that produced them, ``max_batch`` chunks), the ``analytic`` estimator gives each
+candidate the gradient of its own loss, and Adam (per coordinate) makes them independent runs.
+Checkpoints, resume, callbacks, progress and stop rules are the engine's.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,38 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from rendergrad import Objective
-from rendergrad.errors import ConfigError, RendergradError
-from rendergrad.evaluation import BatchEvaluator
+from rendergrad.callbacks import Callback
+from rendergrad.errors import ConfigError
+from rendergrad.optimization import Optimization
+from rendergrad.result import Result
 
 from ..olat import OlatRenderer
-
-
-def random_resized_crop(images: torch.Tensor, generator: torch.Generator,
-                        scale: tuple[float, float] = (0.5, 1.0),
-                        extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-image random square-ratio crop of ``[B,H,W,C]`` resized back to ``H×W`` (differentiable).
-
-    ``extra`` (``[H,W,C]``, e.g. the target) gets each image's crop too → ``[B,H,W,C]``.
-    """
-    b = images.shape[0]
-    lo, hi = scale
-    s = lo + (hi - lo) * torch.rand(b, generator=generator, dtype=torch.float64)
-    side = s.sqrt()  # scale is the crop's area fraction
-    tx = (2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1) * (1 - side)
-    ty = (2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1) * (1 - side)
-    aff = torch.zeros(b, 2, 3, dtype=images.dtype, device=images.device)
-    aff[:, 0, 0] = side.to(aff)
-    aff[:, 1, 1] = side.to(aff)
-    aff[:, 0, 2] = tx.to(aff)
-    aff[:, 1, 2] = ty.to(aff)
-    x = images.permute(0, 3, 1, 2)
-    grid = F.affine_grid(aff, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
-    ex = None
-    if extra is not None:
-        e = extra.permute(2, 0, 1).unsqueeze(0).expand(b, -1, -1, -1).to(images.dtype)
-        ex = F.grid_sample(e, grid, mode="bilinear", padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
-    return out, ex
+from .objective import CandidateObjective, random_resized_crop  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -68,6 +45,7 @@ class OlatADResult:
     settings: dict[str, Any] = field(default_factory=dict)
     images: torch.Tensor | None = None
     extra_renders: int = 0
+    result: Result | None = field(default=None, repr=False)  # the engine's result of the run (best candidate, history, stop reason)
 
     def candidate(self, i: int | None = None) -> dict[str, list[float]]:
         m = self.multipliers[self.best if i is None else i]
@@ -98,22 +76,8 @@ def configure_tonemap(objective: Objective, tonemap: str | None, exposure: float
     return lambda x: apply_tonemap(x, key, exposure)
 
 
-def olat_ad(renderer: OlatRenderer, objective: Objective, target: torch.Tensor | None = None, *,
-            batch: int = 4, sigma: float = 0.1, lr: float = 0.06, steps: int = 230, seed: int = 0,
-            augment: str | None = None, crop_scale: tuple[float, float] = (0.5, 1.0),
-            tonemap: str | None = None, exposure: float = 0.0, lr_decay: str = "none",
-            snapshot_every: int | None = None, snapshot_size: int = 96,
-            init: torch.Tensor | None = None, callback: Callable[[int, torch.Tensor], None] | None = None,
-            max_batch: int | None = None) -> OlatADResult:
-    """OLAT-AD: optimize a batch of RGB-multiplier candidates by Adam on an objective.
-
-    ``target``: the reference image ``[H, W, C]`` (linear) for image objectives, or ``None``.
-    ``lr_decay="cosine"`` anneals the step to 1 % of ``lr`` (for precise recovery); ``"none"``
-    is the paper's constant rate. Candidates start at ``init`` (default: the basis at unit
-    multipliers) plus N(0, σ²) noise on every multiplier (HSV: on the value only).
-    ``renders`` counts the relights of the candidates (every step and the final scoring);
-    the start image an objective may need (``set_init``) is an extra render.
-    """
+def _check(batch: int, steps: int, lr: float, sigma: float, augment: str | None, lr_decay: str,
+           crop_scale: tuple[float, float]) -> None:
     if batch < 1 or steps < 0 or not lr > 0 or sigma < 0:
         raise ConfigError("olat_ad: need batch >= 1, steps >= 0, lr > 0, sigma >= 0")
     if augment not in (None, "none", "crop"):
@@ -122,87 +86,120 @@ def olat_ad(renderer: OlatRenderer, objective: Objective, target: torch.Tensor |
         raise ConfigError(f"olat_ad: lr_decay must be 'none' or 'cosine', got {lr_decay!r}")
     if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
         raise ConfigError(f"olat_ad: crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
-    augment = None if augment == "none" else augment
+
+
+def start_candidates(renderer: OlatRenderer, batch: int, sigma: float, gen: torch.Generator,
+                     init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The start ``[n]`` and the B candidates ``[B, n]``: start + N(0, σ²) (HSV: on the value only),
+    clamped to the bounds; drawn in float32 from ``gen``, as the paper's code does."""
     space = renderer.parameter_space()
-    gen = torch.Generator().manual_seed(int(seed))
     lo, hi = space.low.float(), space.high.float()
     start = (space.initial_theta() if init is None else torch.as_tensor(init, dtype=torch.float64)).float()
     mask = torch.ones(space.size)
     if getattr(renderer, "color_model", "rgb") == "hsv":
         mask = torch.tensor([0.0, 0.0, 1.0]).repeat(space.size // 3)
     noise = torch.randn(batch, space.size, generator=gen) * sigma * mask
-    theta = torch.nn.Parameter(torch.minimum(torch.maximum(start + noise, lo), hi))
-    opt = torch.optim.Adam([theta], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.01) \
-        if lr_decay == "cosine" else None
-    post = configure_tonemap(objective, tonemap, exposure)
-    tgt = None if target is None else torch.as_tensor(target, dtype=torch.float32)
-    if tgt is not None:
-        tgt = post(tgt.unsqueeze(0))[0]
-    # The evaluator prepares the objective with the (tone-mapped) target.
-    ev = BatchEvaluator(renderer, objective, space, tgt, max_batch=max_batch)
-    if hasattr(objective, "set_init"):
-        objective.set_init(ev.preview(start.unsqueeze(0)))
-    every = snapshot_every or max(1, steps // 6)
-    snapshots: list[tuple[int, torch.Tensor]] = []
-    history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    return start, torch.minimum(torch.maximum(start + noise, lo), hi)
 
-    def evaluate(th: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        img = ev.render_theta(th)
-        x = img
-        per_target = None
-        if augment == "crop" and train:
-            x, per_target = random_resized_crop(img, gen, crop_scale, tgt)
-        x = post(x)
-        if per_target is None:
-            loss = ev.score(x)
-        else:
-            parts = []
-            for i in range(x.shape[0]):
-                objective.prepare(per_target[i])
-                parts.append(objective.loss(x[i:i + 1], per_target[i]))
-            objective.prepare(tgt)
-            loss = torch.cat(parts)
-        return loss, img
 
-    def snap(step: int, img: torch.Tensor) -> None:
+class Snapshots(Callback):
+    """Downsized display images of every candidate every ``every`` steps, from the images the
+    step rendered anyway (no extra renders)."""
+
+    name = "olat-snapshots"
+
+    def __init__(self, objective: CandidateObjective, every: int, size: int, tonemap: str | None, exposure: float):
+        self.objective, self.every, self.size = objective, every, size
+        self.tonemap, self.exposure = tonemap, exposure
+        self.snapshots: list[tuple[int, torch.Tensor]] = []
+
+    def on_step(self, *, record: dict[str, Any], step: int) -> None:
+        if step % self.every == 0 and self.objective.last_images is not None:
+            self.add(step, self.objective.last_images)
+
+    def add(self, step: int, img: torch.Tensor) -> None:
         from rendergrad.plugins.tonemap import to_linear_display
         with torch.no_grad():
             d = img.detach().float()
             h, w = d.shape[1:3]
-            f = snapshot_size / max(h, w)
+            f = self.size / max(h, w)
             if f < 1:
                 d = F.interpolate(d.permute(0, 3, 1, 2), size=(max(1, round(h * f)), max(1, round(w * f))),
                                   mode="area").permute(0, 2, 3, 1)
-            tm = getattr(objective, "tonemap", None) if tonemap is None else tonemap
-            snapshots.append((step, to_linear_display(d, tm or "srgb", exposure)))
+            tm = getattr(self.objective.inner, "tonemap", None) if self.tonemap is None else self.tonemap
+            self.snapshots.append((step, to_linear_display(d, tm or "srgb", self.exposure)))
 
-    for step in range(steps):
-        opt.zero_grad(set_to_none=True)
-        loss, img = evaluate(theta, True)
-        if not bool(torch.isfinite(loss).all()):
-            raise RendergradError(f"olat_ad: the objective returned a non-finite loss at step {step}; "
-                                  "lower lr or check the objective's inputs")
-        loss.sum().backward()
-        if step % every == 0:
-            snap(step, img)
-        opt.step()
-        if sched is not None:
-            sched.step()
-        with torch.no_grad():
-            theta.copy_(torch.minimum(torch.maximum(theta, lo), hi))
-        history.append({"step": step, "loss": float(loss.detach().min()), "mean_loss": float(loss.detach().mean()),
-                        "losses": [float(v) for v in loss.detach()], "evaluations": ev.renders})
-        if callback is not None:
-            callback(step, loss.detach())
-    with torch.no_grad():
-        final_loss, final_img = evaluate(theta.detach(), False)
-    snap(steps, final_img)
-    best = int(torch.argmin(final_loss))
-    settings = {"batch": batch, "sigma": sigma, "lr": lr, "steps": steps, "seed": seed, "augment": augment,
-                "crop_scale": list(crop_scale), "tonemap": tonemap, "exposure": exposure, "lr_decay": lr_decay,
-                "objective": objective.name}
-    return OlatADResult(list(renderer.names), renderer.multipliers(theta.detach()).clone(), final_loss.detach(),
-                        best, history, snapshots, ev.renders, time.perf_counter() - t0, settings,
-                        final_img.detach(), ev.extra_renders)
+
+def olat_ad(renderer: OlatRenderer, objective: Objective, target: torch.Tensor | None = None, *,
+            batch: int = 4, sigma: float = 0.1, lr: float = 0.06, steps: int = 230, seed: int = 0,
+            augment: str | None = None, crop_scale: tuple[float, float] = (0.5, 1.0),
+            tonemap: str | None = None, exposure: float = 0.0, lr_decay: str = "none",
+            snapshot_every: int | None = None, snapshot_size: int = 96,
+            init: torch.Tensor | None = None, callback: Callable[[int, torch.Tensor], None] | None = None,
+            max_batch: int | None = None, **run: Any) -> OlatADResult:
+    """OLAT-AD: optimize a batch of RGB-multiplier candidates by Adam on an objective.
+
+    ``target``: the reference image ``[H, W, C]`` (linear) for image objectives, or ``None``.
+    ``lr_decay="cosine"`` anneals the step to 1 % of ``lr`` (for precise recovery); ``"none"``
+    is the paper's constant rate. Candidates start at ``init`` (default: the basis at unit
+    multipliers) plus N(0, σ²) noise on every multiplier (HSV: on the value only).
+
+    The loop is :class:`rendergrad.Optimization` with ``population`` = the candidates,
+    ``lr_units="parameter"`` (``lr`` in multiplier units) and the ``analytic`` estimator, so
+    ``run`` takes its options: ``callbacks``, ``progress``, ``checkpoint_dir`` (with
+    ``resume=True`` to continue from it), ``max_renders``, ``target_loss``, ``patience``...
+    ``renders`` counts the relights of the optimization steps (B per step); the final scoring
+    of every candidate and the start image an objective may need (``set_init``) are extras.
+    """
+    _check(batch, steps, lr, sigma, augment, lr_decay, crop_scale)
+    gen = torch.Generator().manual_seed(int(seed))
+    start, theta0 = start_candidates(renderer, batch, sigma, gen, init)
+    post = configure_tonemap(objective, tonemap, exposure)
+    # The crops continue the generator that drew the start, as the paper's loop does.
+    wrapped = CandidateObjective(objective, post, crop=augment == "crop", crop_scale=crop_scale, generator=gen)
+    snaps = Snapshots(wrapped, snapshot_every or max(1, steps // 6), snapshot_size, tonemap, exposure)
+    callbacks = [snaps, *run.pop("callbacks", ())]
+    if callback is not None:
+        callbacks.append(_StepCallback(callback))
+    resume = bool(run.pop("resume", False))
+    if resume and not run.get("checkpoint_dir"):
+        raise ConfigError("olat_ad: resume=True needs checkpoint_dir (the folder the run saved to)")
+    opt = Optimization(renderer, wrapped, "analytic", target=target, population=theta0, lr=lr,
+                       lr_units="parameter", steps=steps, seed=seed, max_batch=max_batch,
+                       lr_decay=0.01 if lr_decay == "cosine" else None, lr_schedule="cosine",
+                       callbacks=callbacks, **run)
+    if hasattr(objective, "set_init"):
+        objective.set_init(opt.evaluator.preview(start.unsqueeze(0)))
+    if resume:
+        opt.resume(run["checkpoint_dir"])
+    res = opt.run()
+    settings = {"batch": batch, "sigma": sigma, "lr": lr, "steps": steps, "seed": seed,
+                "augment": None if augment == "none" else augment, "crop_scale": list(crop_scale),
+                "tonemap": tonemap, "exposure": exposure, "lr_decay": lr_decay, "objective": objective.name}
+    return _result(renderer, res, snaps, settings)
+
+
+class _StepCallback(Callback):
+    """``callback(step, losses)`` of the candidates, after each step."""
+
+    name = "olat-step"
+
+    def __init__(self, fn: Callable[[int, torch.Tensor], None]):
+        self.fn = fn
+
+    def on_step(self, *, record: dict[str, Any], step: int) -> None:
+        self.fn(step, torch.tensor(record["losses"]))
+
+
+def _result(renderer: OlatRenderer, res: Result, snaps: Snapshots, settings: dict[str, Any]) -> OlatADResult:
+    info = res.info
+    images = info.get("population_images")
+    if images is not None:
+        snaps.add(res.steps, images)
+    losses = info.get("population_losses")
+    if losses is None:
+        losses = torch.tensor(res.history[-1]["losses"]) if res.history else torch.full((1,), math.nan)
+    multipliers = renderer.multipliers(info["population_theta"].float()).detach().clone()
+    return OlatADResult(list(renderer.names), multipliers, losses.detach(), int(info["best_candidate"]),
+                        res.history, snaps.snapshots, res.evaluations, res.wall_time_s, settings,
+                        None if images is None else images.detach(), res.extra_renders, res)
