@@ -25,7 +25,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -78,6 +78,37 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
                  on_step=lambda rec, u: track(rec["evaluations"], u), final_render=False)
     wall = time.perf_counter() - t0
     return {"task": task_name, "method": method, "seed": seed, "curve": curve, "wall": wall}
+
+
+# -- runs recorded as they end -----------------------------------------------------------------
+KEY = ("task", "method", "seed", "budget")
+
+
+def _recorded(path: Path, jobs: list[tuple], resume: bool) -> tuple[list[dict[str, Any]], list[tuple]]:
+    """Runs kept from an earlier, interrupted benchmark (``--resume``) and the jobs still to run."""
+    import json
+    if not resume:
+        path.unlink(missing_ok=True)
+        return [], jobs
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    wanted = {(j[0], j[1], j[3], j[4]) for j in jobs}
+    kept = [r for r in kept if tuple(r[k] for k in KEY) in wanted]
+    done = {tuple(r[k] for k in KEY) for r in kept}
+    return kept, [j for j in jobs if (j[0], j[1], j[3], j[4]) not in done]
+
+
+def _recorder(path: Path, results: list[dict[str, Any]]) -> Callable[[dict[str, Any], int], None]:
+    """Appends each finished run to ``runs.jsonl`` (a long benchmark keeps what it measured) and logs it."""
+    import json
+
+    def record(res: dict[str, Any], budget: int) -> None:
+        res["budget"] = budget
+        results.append(res)
+        with path.open("a") as f:
+            f.write(json.dumps({k: res[k] for k in ("task", "method", "seed", "budget", "wall", "curve")}) + "\n")
+        print(f"  {res['task']:<10} {res['method']:<20} seed {res['seed']}: error "
+              f"{res['curve'][-1][1]:.3g} in {res['wall']:.1f} s", flush=True)
+    return record
 
 
 # -- metrics --------------------------------------------------------------------------------
@@ -176,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=None, help="renders per run for every task (overrides the tasks')")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (markdown + plots)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs already recorded in OUT/runs.jsonl (each run is appended there as it "
+                         "ends) and run only the missing ones")
     args = ap.parse_args(argv)
 
     from benchmarks.tasks import get_task
@@ -198,28 +232,22 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for seed in range(seeds):
                 jobs.append((name, method, spec, seed, budget, kw))
-    print(f"{len(jobs)} runs on {args.jobs} process(es)...", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, jobs = _recorded(out / "runs.jsonl", jobs, args.resume)
+    print(f"{len(jobs)} runs on {args.jobs} process(es)" + (f" ({len(results)} kept from runs.jsonl)" if results
+                                                            else "") + "...", flush=True)
     t0 = time.perf_counter()
-    results: list[dict[str, Any]] = []
+    record = _recorder(out / "runs.jsonl", results)
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_one, *j) for j in jobs]
             for j, f in zip(jobs, futures):
-                res = f.result()
-                res["budget"] = j[4]
-                results.append(res)
-                print(f"  {res['task']:<10} {res['method']:<20} seed {res['seed']}: error "
-                      f"{res['curve'][-1][1]:.3g} in {res['wall']:.1f} s", flush=True)
+                record(f.result(), j[4])
     else:
         for j in jobs:
-            res = run_one(*j)
-            res["budget"] = j[4]
-            results.append(res)
-            print(f"  {res['task']:<10} {res['method']:<20} seed {res['seed']}: error "
-                  f"{res['curve'][-1][1]:.3g} in {res['wall']:.1f} s", flush=True)
+            record(run_one(*j), j[4])
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     import json
     (out / "runs.json").write_text(json.dumps(  # raw error curves, for re-analysis
         [{k: r[k] for k in ("task", "method", "seed", "budget", "wall", "curve")} for r in results]))

@@ -411,6 +411,51 @@ def mixed_task(name: str) -> Task:
         success=0.02, methods=default_methods())
 
 
+# -- the PRDPT paper's Mitsuba scenes (examples/mitsuba/scenes.py) at the defaults -------------
+# (name in the benchmark, scene task, (height, width), spp, renderer seed_mode, success)
+PAPER = {
+    "shadow": ("shadow", (48, 64), 16, "independent", 0.005),
+    "sphere_shadow": ("sphere_shadow", (192, 256), 32, "common", 0.005),
+    "gi": ("gi", (48, 64), 16, "independent", 0.02),
+    "caustic_sharp": ("caustic_sharp", (48, 64), 16, "independent", 0.02),
+}
+
+
+def paper_task(name: str) -> Task:
+    """A scene of the PRDPT paper's suite, forward renders, every method at its defaults.
+
+    Error: RMS of the parameter error in fractions of each range, as for the mixed scenes.
+    ``sphere_shadow`` is the reference task's resolution and samples (256×192, 32 spp, the
+    target rendered with other samples than the optimisation: ``seed_mode = "common"``);
+    0.005 of the 4-unit range is 0.02 scene units (parameter MSE 4e-4).
+    """
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "mitsuba"))
+    import scenes  # examples/mitsuba/scenes.py
+    key, (h, w), spp, seed_mode, success = PAPER[name]
+    spec = scenes.task(key)
+
+    def make() -> Renderer:
+        from rendergrad.renderers.mitsuba import MitsubaRenderer
+        return MitsubaRenderer(scenes.task(key)["scene_dict"], [dict(d) for d in spec["params"]], spp=spp,
+                               resolution=[h, w], seed_mode=seed_mode)
+
+    holder: dict[str, Any] = {}
+
+    def error(theta: torch.Tensor) -> float:
+        if "space" not in holder:
+            holder["space"] = make().parameter_space()
+        sp = holder["space"]
+        ut, u = sp.to_unit(sp.flatten(spec["target"])), sp.to_unit(theta.to(torch.float64))
+        return float(torch.sqrt(((u - ut) ** 2).mean()))
+
+    return Task(
+        name=name, description=f"PRDPT suite scene {key!r} on Mitsuba, {w}×{h}, {spp} spp, seed_mode {seed_mode}",
+        make_renderer=make, target_params=spec["target"], init=spec["init"], error=error, budget=800,
+        quick_budget=400, success=success, methods=default_methods())
+
+
 # -- one default configuration per method ----------------------------------------------------
 DEFAULT_LR = 0.01   # the loop's default learning rate (unused by the adaptive estimators)
 
@@ -444,6 +489,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "rosenbrock": lambda: with_defaults(rosenbrock_task()), "plateau": lambda: with_defaults(plateau_task()),
     "led": lambda **kw: with_defaults(led_task(**kw)), "texture": texture_task,
     **{name: (lambda name=name: mixed_task(name)) for name in MIXED},
+    **{name: (lambda name=name: paper_task(name)) for name in PAPER},
 }
 
 

@@ -227,6 +227,15 @@ class PRDPT(GradientEstimator):
             return self.adaptive.sigma
         return self.schedule(progress(ctx.step, ctx.total_steps, renders, ctx.max_renders))
 
+    def _answer(self, loss_fn, u: torch.Tensor, losses: torch.Tensor, grad: torch.Tensor, sigma: float,
+                step: torch.Tensor | None) -> Estimate:
+        """The step's :class:`Estimate`; with ``center`` one more render reports ``f(u)`` itself."""
+        renders, loss = int(losses.shape[0]), float(losses.mean())
+        if self.center:
+            loss = float(loss_fn(u.unsqueeze(0))[0])
+            renders += 1
+        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma}, step=step)
+
     # -- the estimator ---------------------------------------------------------------------
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         if self.shape is not None and self.shape.n == u.shape[0]:
@@ -291,12 +300,7 @@ class PRDPT(GradientEstimator):
             # steps shrink as the kernel narrows — the parameters settle to the resolution the
             # smoothing currently has instead of jittering at lr around the optimum.
             grad = grad * (sigma / (self.adaptive.sigma0 if self.adaptive is not None else self.schedule(0.0)))
-        renders = offsets.shape[0]
-        loss = float(losses.mean())
-        if self.center:
-            loss = float(loss_fn(u.unsqueeze(0))[0])
-            renders += 1
-        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma}, step=step)
+        return self._answer(loss_fn, u, losses, grad, sigma, step)
 
     def _estimate_shaped(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         """The adaptive trust-region step with a learnt kernel covariance (``covariance='adaptive'``).
@@ -346,12 +350,7 @@ class PRDPT(GradientEstimator):
                 self.adaptive.update(d)
         elif flat:
             self.adaptive.update(g_z, flat=True)
-        renders = offsets.shape[0]
-        loss = float(losses.mean())
-        if self.center:
-            loss = float(loss_fn(u.unsqueeze(0))[0])
-            renders += 1
-        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma}, step=step)
+        return self._answer(loss_fn, u, losses, grad, sigma, step)
 
 
 @hookimpl

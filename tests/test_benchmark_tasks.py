@@ -86,6 +86,17 @@ def test_estimator_benchmark_end_to_end(tmp_path):
     md = (tmp_path / "estimators.md").read_text()
     assert "| prdpt |" in md and "| cma |" in md
     assert (tmp_path / "estimators_toy.png").stat().st_size > 1000
+    # every run was recorded as it ended; --resume keeps them and runs only what is missing
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    rc = bench.main(["--tasks", "toy", "--methods", "prdpt,cma", "--seeds", "2", "--budget", "200",
+                     "--jobs", "1", "--out", str(tmp_path), "--resume"])
+    assert rc == 0
+    again = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert again[:3] == lines[:3] and len(again) == 4
+    import json
+    assert json.loads(again[3])["curve"] == json.loads(lines[3])["curve"]   # the missing run, re-run
 
 
 def test_texture_methods_run_with_their_own_optimizer():
