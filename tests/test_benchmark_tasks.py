@@ -97,6 +97,12 @@ def test_estimator_benchmark_end_to_end(tmp_path):
     assert again[:3] == lines[:3] and len(again) == 4
     import json
     assert json.loads(again[3])["curve"] == json.loads(lines[3])["curve"]   # the missing run, re-run
+    from benchmarks import defaults_table
+    table = tmp_path / "table.md"
+    assert defaults_table.main([str(tmp_path / "runs.jsonl"), "--out", str(table)]) == 0
+    row = next(line for line in table.read_text().splitlines() if line.startswith("| toy"))
+    assert row.count("/2)") >= 2 or "(0/2)" in row            # prdpt and cma cells, 2 seeds each
+    assert "met" in row or "missed" in row
 
 
 def test_texture_methods_run_with_their_own_optimizer():

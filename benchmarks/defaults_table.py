@@ -1,0 +1,119 @@
+"""The defaults table: estimators at their defaults against CMA-ES, from recorded benchmark runs.
+
+    python -m benchmarks defaults_table [RUNS ...] [--out FILE]
+
+``RUNS`` are ``runs.json`` / ``runs.jsonl`` files written by ``python -m benchmarks estimators``
+(default: every ``runs*.json*`` under ``benchmarks/results/defaults10/``). Per task and method:
+successful runs, renders to success (median [min–max] over the runs that got there), final error,
+and the two checks the defaults are held to:
+
+* **vs CMA-ES**: the best of ``prdpt``/``zerograds``/``auto`` succeeds at least as often as
+  ``cma`` and needs at most 1.5× its median renders;
+* **auto vs the best**: ``auto`` succeeds as often as the best method (most successes, then fewest
+  median renders) and needs at most 1.5× its median renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DIR = HERE / "results" / "defaults10"
+OURS = ("prdpt", "zerograds", "auto")
+ORDER = ("prdpt", "zerograds", "auto", "cma", "ngopt")
+
+
+def load(paths: list[Path]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for p in paths:
+        text = p.read_text()
+        runs += json.loads(text) if p.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+    return runs
+
+
+def first_success(curve: list[list[float]], level: float) -> float:
+    return next((r for r, e in curve if e <= level), math.inf)
+
+
+def stats(runs: list[dict[str, Any]], level: float) -> dict[str, Any]:
+    hits = sorted(first_success(r["curve"], level) for r in runs)
+    ok = [h for h in hits if h < math.inf]
+    final = sorted(r["curve"][-1][1] for r in runs)
+    return {"ok": len(ok), "n": len(runs), "median": statistics.median(ok) if ok else math.inf,
+            "min": ok[0] if ok else math.inf, "max": ok[-1] if ok else math.inf,
+            "final": statistics.median(final), "final_min": final[0], "final_max": final[-1]}
+
+
+def cell(s: dict[str, Any]) -> str:
+    if not s["ok"]:
+        return f"– ({s['ok']}/{s['n']}), final {s['final']:.2g}"
+    return f"{s['median']:.0f} [{s['min']:.0f}–{s['max']:.0f}] ({s['ok']}/{s['n']})"
+
+
+def better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` beats ``b``: a higher success rate, then fewer median renders."""
+    ra, rb = a["ok"] / a["n"], b["ok"] / b["n"]
+    return ra > rb or (ra == rb and a["median"] < b["median"])
+
+
+def holds(ours: dict[str, Any], ref: dict[str, Any]) -> bool:
+    return ours["ok"] / ours["n"] >= ref["ok"] / ref["n"] and ours["median"] <= 1.5 * ref["median"]
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    from benchmarks.tasks import get_task
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    methods = [m for m in ORDER if any(r["method"] == m for r in runs)]
+    methods += sorted({r["method"] for r in runs} - set(methods))
+    lines = ["| task (success) | " + " | ".join(methods) + " | best of ours vs CMA-ES | auto vs best |",
+             "|---|" + "---|" * (len(methods) + 2)]
+    for t in tasks:
+        level = get_task(t).success
+        by = {m: stats([r for r in runs if r["task"] == t and r["method"] == m], level)
+              for m in methods if any(r["task"] == t and r["method"] == m for r in runs)}
+        best = min(by, key=lambda m: (-by[m]["ok"] / by[m]["n"], by[m]["median"]))
+        ours = [m for m in OURS if m in by]
+        top = None
+        for m in ours:
+            if top is None or better(by[m], by[top]):
+                top = m
+        vs_cma = "–" if top is None or "cma" not in by else \
+            f"{'met' if holds(by[top], by['cma']) else 'missed'} ({top}: {by[top]['ok']}/{by[top]['n']}, " \
+            f"{by[top]['median'] / by['cma']['median']:.2f}× renders)" if by["cma"]["ok"] and by[top]["ok"] else \
+            f"{'met' if by[top]['ok'] >= by['cma']['ok'] else 'missed'} ({top}: {by[top]['ok']}/{by[top]['n']} vs " \
+            f"{by['cma']['ok']}/{by['cma']['n']})"
+        vs_best = "–" if "auto" not in by else ("met (auto is the best)" if best == "auto" else
+                                                f"{'met' if holds(by['auto'], by[best]) else 'missed'} (best: {best})")
+        lines.append(f"| {t} (≤ {level:g}) | " + " | ".join(cell(by[m]) if m in by else "" for m in methods)
+                     + f" | {vs_cma} | {vs_best} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks defaults_table", description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="*", help="runs.json / runs.jsonl files of `python -m benchmarks estimators`")
+    ap.add_argument("--out", default=None, help="write the markdown table here too")
+    args = ap.parse_args(argv)
+    paths = [Path(p) for p in args.runs] or sorted(DEFAULT_DIR.glob("*/runs.json*")) + \
+        sorted(DEFAULT_DIR.glob("runs*.json*"))
+    if not paths:
+        print(f"no runs given and none under {DEFAULT_DIR}; run `python -m benchmarks estimators --out "
+              f"{DEFAULT_DIR}/NAME` first")
+        return 0
+    if str(HERE.parent) not in sys.path:
+        sys.path.insert(0, str(HERE.parent))
+    md = table(load(paths))
+    print(md)
+    if args.out:
+        Path(args.out).write_text(md + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
