@@ -45,6 +45,14 @@ gradient in that metric: a curved valley (Rosenbrock²: 9 of 10 seeds solved in 
 against 2 of 10 with the round kernel, ``covariance="isotropic"``) is followed instead of crossed
 back and forth. Options of the shape go in ``shape = {learning_rate, max_condition, gate}``.
 
+``restarts`` (on by default with the adaptive σ; :mod:`.restarts`): when σ has collapsed to 3 %
+of its start with at least a fifth of the run left, the estimator has settled, in the optimum or
+in a false minimum it cannot tell apart; it starts again from a random point with σ₀, remembers
+the best basin, and for the last fifth returns there (if the current basin is worse) to refine it.
+Measured at the defaults, 10 seeds: the toy's local minimum 10/10 seeds solved (9/10 without),
+plateau 6/10 (4/10), box 6/10 (same), Rosenbrock² 8/10 (9/10). ``restarts = false`` turns them
+off; ``restarts = { sigma_fraction = 0.03, min_left = 0.2, window = 5 }`` tunes them.
+
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
 reports ``f(u)`` exactly.
@@ -62,6 +70,7 @@ from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
 from .kernel_shape import KernelShape
+from .restarts import Restarts
 from .schedules import AdaptiveSigma, SigmaSchedule, progress
 
 SAMPLERS = ("gaussian", "importance")
@@ -133,7 +142,7 @@ class PRDPT(GradientEstimator):
                  transform: str = "none", bounds: str | None = None, sigma_max: float = 0.3,
                  normalize: bool | None = None, step: float = 0.5, adapt: dict[str, float] | None = None,
                  reflect_margin: float = 0.05, covariance: str | None = None,
-                 shape: dict[str, float] | None = None):
+                 shape: dict[str, float] | None = None, restarts: bool | dict[str, float] | None = None):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
@@ -183,6 +192,14 @@ class PRDPT(GradientEstimator):
                               "sampler = 'gaussian' (or set covariance = 'isotropic')")
         self.covariance, self.shape_options = covariance, dict(shape or {})
         self.shape: KernelShape | None = None
+        if restarts is None:
+            restarts = adaptive
+        if restarts and not adaptive:
+            raise ConfigError("prdpt: restarts follow the adaptive σ (they start when it has collapsed); "
+                              "they need schedule = 'adaptive'")
+        self.restart_options = dict(restarts) if isinstance(restarts, dict) else {}
+        self.restarts: Restarts | None = None
+        self.use_restarts = bool(restarts)
         self.samples, self.antithetic, self.sampler, self.mode = samples, bool(antithetic), sampler, mode
         self.qmc, self.center, self.sigma_step = bool(qmc), bool(center), bool(sigma_step)
         # An instance attribute: the loop checks it, so the reparameterised mode refuses
@@ -199,6 +216,7 @@ class PRDPT(GradientEstimator):
         if self.adaptive is not None:
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
         self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
+        self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -213,6 +231,8 @@ class PRDPT(GradientEstimator):
             out["adaptive"] = self.adaptive.state_dict()
         if self.shape is not None:
             out["shape"] = self.shape.state_dict()
+        if self.restarts is not None:
+            out["restarts"] = self.restarts.state_dict()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -221,6 +241,8 @@ class PRDPT(GradientEstimator):
             self.adaptive.load_state_dict(state["adaptive"])
         if self.shape is not None and state and "shape" in state:
             self.shape.load_state_dict(state["shape"])
+        if self.restarts is not None and state and "restarts" in state:
+            self.restarts.load_state_dict(state["restarts"])
 
     def sigma_at(self, ctx: StepContext, renders: int = 0) -> float:
         if self.adaptive is not None:
@@ -228,13 +250,27 @@ class PRDPT(GradientEstimator):
         return self.schedule(progress(ctx.step, ctx.total_steps, renders, ctx.max_renders))
 
     def _answer(self, loss_fn, u: torch.Tensor, losses: torch.Tensor, grad: torch.Tensor, sigma: float,
-                step: torch.Tensor | None) -> Estimate:
-        """The step's :class:`Estimate`; with ``center`` one more render reports ``f(u)`` itself."""
+                step: torch.Tensor | None, ctx: StepContext, u_now: torch.Tensor) -> Estimate:
+        """The step's :class:`Estimate`; with ``center`` one more render reports ``f(u)`` itself.
+
+        With ``restarts`` a collapsed σ may replace the step by a restart (σ, path and kernel shape
+        start afresh), and the last step may go back to the best basin: see :mod:`.restarts`.
+        """
         renders, loss = int(losses.shape[0]), float(losses.mean())
         if self.center:
             loss = float(loss_fn(u.unsqueeze(0))[0])
             renders += 1
-        return Estimate(grad=grad, loss=loss, renders=renders, info={"sigma": sigma}, step=step)
+        info: dict[str, Any] = {"sigma": sigma}
+        if self.restarts is not None and self.adaptive is not None:
+            jump = self.restarts.after_step(u_now, loss, sigma, self.adaptive.sigma0, ctx,
+                                            int(getattr(loss_fn, "renders", 0)))
+            if jump is not None:   # σ, path and kernel shape start afresh where the run goes on
+                step, new_sigma = jump
+                info["restart"] = "back to the best basin" if self.restarts.returned else self.restarts.count
+                self.adaptive.load_state_dict({"sigma": new_sigma, "path": None})
+                if self.shape is not None:
+                    self.shape.reset()
+        return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
 
     # -- the estimator ---------------------------------------------------------------------
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
@@ -300,7 +336,7 @@ class PRDPT(GradientEstimator):
             # steps shrink as the kernel narrows — the parameters settle to the resolution the
             # smoothing currently has instead of jittering at lr around the optimum.
             grad = grad * (sigma / (self.adaptive.sigma0 if self.adaptive is not None else self.schedule(0.0)))
-        return self._answer(loss_fn, u, losses, grad, sigma, step)
+        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u0)
 
     def _estimate_shaped(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         """The adaptive trust-region step with a learnt kernel covariance (``covariance='adaptive'``).
@@ -350,7 +386,7 @@ class PRDPT(GradientEstimator):
                 self.adaptive.update(d)
         elif flat:
             self.adaptive.update(g_z, flat=True)
-        return self._answer(loss_fn, u, losses, grad, sigma, step)
+        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u)
 
 
 @hookimpl
