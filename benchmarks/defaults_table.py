@@ -3,7 +3,8 @@
     python -m benchmarks defaults_table [RUNS ...] [--out FILE]
 
 ``RUNS`` are ``runs.json`` / ``runs.jsonl`` files written by ``python -m benchmarks estimators``
-(default: every ``runs*.json*`` under ``benchmarks/results/defaults10/``). Per task and method:
+(default: every ``runs.json`` under ``benchmarks/results/defaults10/``, in name order; a
+run recorded again in a later file replaces the earlier one). Per task and method:
 successful runs, renders to success (median [min–max] over the runs that got there), final error,
 and the two checks the defaults are held to:
 
@@ -30,11 +31,13 @@ ORDER = ("prdpt", "zerograds", "auto", "cma", "ngopt")
 
 
 def load(paths: list[Path]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
+    """The runs of every file; a run (task, method, seed, budget) in a later file replaces an earlier one."""
+    runs: dict[tuple, dict[str, Any]] = {}
     for p in paths:
         text = p.read_text()
-        runs += json.loads(text) if p.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
-    return runs
+        for r in json.loads(text) if p.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]:
+            runs[(r["task"], r["method"], r["seed"], r.get("budget"))] = r
+    return list(runs.values())
 
 
 def first_success(curve: list[list[float]], level: float) -> float:
@@ -100,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="*", help="runs.json / runs.jsonl files of `python -m benchmarks estimators`")
     ap.add_argument("--out", default=None, help="write the markdown table here too")
     args = ap.parse_args(argv)
-    paths = [Path(p) for p in args.runs] or sorted(DEFAULT_DIR.glob("*/runs.json*")) + \
-        sorted(DEFAULT_DIR.glob("runs*.json*"))
+    paths = [Path(p) for p in args.runs] or sorted(DEFAULT_DIR.glob("*/runs.json"))
     if not paths:
         print(f"no runs given and none under {DEFAULT_DIR}; run `python -m benchmarks estimators --out "
               f"{DEFAULT_DIR}/NAME` first")

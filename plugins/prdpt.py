@@ -51,7 +51,7 @@ in a false minimum it cannot tell apart; it starts again from a random point wit
 the best basin, and for the last fifth returns there (if the current basin is worse) to refine it.
 Measured at the defaults, 10 seeds: the toy's local minimum 10/10 seeds solved (9/10 without),
 plateau 6/10 (4/10), box 6/10 (same), Rosenbrock² 8/10 (9/10). ``restarts = false`` turns them
-off; ``restarts = { sigma_fraction = 0.03, min_left = 0.2, window = 5 }`` tunes them.
+off; ``restarts = { sigma_fraction = 0.03, min_left = 0.2, window = 10, progress = 0.1 }`` tunes them.
 
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself

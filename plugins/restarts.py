@@ -10,7 +10,10 @@ never worse than the first basin's (up to the render noise in the losses compare
 that settled in a false minimum gets further chances.
 
 A basin's loss is the mean of the step losses over its last ``window`` steps (each a Monte Carlo
-estimate of the smoothed loss at σ small, i.e. close to ``f(u)``).
+estimate of the smoothed loss at σ small, i.e. close to ``f(u)``). The estimator has settled when
+σ is below ``sigma_fraction`` of its start *and* that mean is no longer falling (by ``progress``,
+10 %, against the ``window`` steps before): a narrow σ alone also marks a run that is still
+closing in on the optimum, which a restart would throw away.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from rendergrad import StepContext
 class Restarts:
     """Decides when to restart, where to, and when to go back to the best basin."""
 
-    def __init__(self, sigma_fraction: float = 0.03, min_left: float = 0.2, window: int = 5):
+    def __init__(self, sigma_fraction: float = 0.03, min_left: float = 0.2, window: int = 10, progress: float = 0.1):
         self.sigma_fraction, self.min_left, self.window = float(sigma_fraction), float(min_left), int(window)
+        self.progress = float(progress)
         self.reset()
 
     def reset(self) -> None:
@@ -52,8 +56,8 @@ class Restarts:
         left, the run goes back once to the best basin seen (if the current one is worse) and
         spends the rest refining it, from the σ at which it was left.
         """
-        self.recent = (self.recent + [float(loss)])[-self.window:]
-        basin = sum(self.recent) / len(self.recent)
+        self.recent = (self.recent + [float(loss)])[-2 * self.window:]
+        basin = sum(self.recent[-self.window:]) / len(self.recent[-self.window:])
         if self._left(ctx, renders_after) < self.min_left:
             if self.returned or self.best_u is None:
                 return None
@@ -62,8 +66,11 @@ class Restarts:
                 return None
             self.recent = []
             return self.best_u - u, self.sigma_fraction * sigma0
-        if sigma > self.sigma_fraction * sigma0 or len(self.recent) < self.window:
+        if sigma > self.sigma_fraction * sigma0 or len(self.recent) < 2 * self.window:
             return None
+        before = sum(self.recent[:self.window]) / self.window
+        if basin < (1.0 - self.progress) * before:
+            return None          # still descending: converging on something, leave it be
         if basin < self.best_loss:
             self.best_loss, self.best_u = basin, u.detach().clone()
         self.count += 1

@@ -25,11 +25,12 @@ def test_a_collapsed_sigma_restarts_and_the_end_returns_to_the_best_basin():
     r = Restarts(sigma_fraction=0.03, min_left=0.2, window=3)
     good, bad = torch.tensor([0.2, 0.2], dtype=torch.float64), torch.tensor([0.9, 0.9], dtype=torch.float64)
     assert r.after_step(good, 1.0, 0.1, 0.1, _ctx(0), 2) is None            # σ still wide
-    assert r.after_step(good, 1.0, 0.001, 0.1, _ctx(1), 4) is None         # fewer losses than the window
-    move, sigma = r.after_step(good, 1.0, 0.001, 0.1, _ctx(2), 6)           # collapsed: restart
+    for k in range(1, 5):                                                    # fewer than two windows
+        assert r.after_step(good, 1.0, 0.001, 0.1, _ctx(k), 2 * k + 2) is None
+    move, sigma = r.after_step(good, 1.0, 0.001, 0.1, _ctx(5), 12)          # collapsed and flat: restart
     assert sigma == 0.1 and r.count == 1 and torch.equal(r.best_u, good)
     assert not torch.allclose(good + move, good) and bool(((good + move) >= 0).all() & ((good + move) <= 1).all())
-    k, jump = 3, None
+    k, jump = 6, None
     while jump is None and k < 100:                                          # a worse basin after it
         jump = r.after_step(bad, 5.0, 0.05, 0.1, _ctx(k), 2 * k)
         k += 1
@@ -39,10 +40,18 @@ def test_a_collapsed_sigma_restarts_and_the_end_returns_to_the_best_basin():
     assert r.after_step(good, 1.0, 0.003, 0.1, _ctx(k), 2 * k) is None        # back once, then refine
 
 
+def test_a_narrow_sigma_on_a_falling_loss_is_not_a_restart():
+    r = Restarts(window=3)
+    for k in range(20):                      # σ tiny, but the loss keeps falling by half a window
+        assert r.after_step(torch.tensor([0.5]), 0.8 ** k, 1e-4, 0.1, _ctx(k), 2 * k + 2) is None
+    assert r.count == 0
+
+
 def test_no_return_when_the_current_basin_is_the_best():
     r = Restarts(window=1)
-    r.after_step(torch.tensor([0.5]), 2.0, 1e-4, 0.1, _ctx(0), 2)           # restart from a loss of 2
-    for k in range(1, 100):
+    r.after_step(torch.tensor([0.5]), 2.0, 1e-4, 0.1, _ctx(0), 2)
+    assert r.after_step(torch.tensor([0.5]), 2.0, 1e-4, 0.1, _ctx(1), 4) is not None   # restart from a loss of 2
+    for k in range(2, 100):
         assert r.after_step(torch.tensor([0.3]), 0.5, 0.05, 0.1, _ctx(k), 2 * k) is None
     assert r.returned
 
