@@ -87,6 +87,8 @@ def table(runs: list[dict[str, Any]]) -> str:
             if top is None or better(by[m], by[top]):
                 top = m
         vs_cma = "–" if top is None or "cma" not in by else \
+            f"neither reaches it (final error: {top} {by[top]['final']:.2g}, cma {by['cma']['final']:.2g})" \
+            if not by[top]["ok"] and not by["cma"]["ok"] else \
             f"{'met' if holds(by[top], by['cma']) else 'missed'} ({top}: {by[top]['ok']}/{by[top]['n']}, " \
             f"{by[top]['median'] / by['cma']['median']:.2f}× renders)" if by["cma"]["ok"] and by[top]["ok"] else \
             f"{'met' if by[top]['ok'] >= by['cma']['ok'] else 'missed'} ({top}: {by[top]['ok']}/{by[top]['n']} vs " \

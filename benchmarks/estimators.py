@@ -80,6 +80,21 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
     return {"task": task_name, "method": method, "seed": seed, "curve": curve, "wall": wall}
 
 
+def _variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=ESTIMATOR:{JSON options}`` → a method spec, as the tasks write them."""
+    import json
+    from benchmarks.tasks import DEFAULT_LR, _dfo, _gd
+    name, sep, rest = text.partition("=")
+    estimator, _, options = rest.partition(":")
+    if not (sep and name and estimator):
+        raise SystemExit(f"--variant {text!r}: write NAME=ESTIMATOR or NAME=ESTIMATOR:{{json options}}")
+    try:
+        opts = json.loads(options) if options else {}
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--variant {text!r}: the options are not JSON ({e})") from None
+    return name, (_dfo(estimator, **opts) if estimator in ("cma", "NGOpt") else _gd(estimator, DEFAULT_LR, None, **opts))
+
+
 # -- runs recorded as they end -----------------------------------------------------------------
 KEY = ("task", "method", "seed", "budget")
 
@@ -207,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=None, help="renders per run for every task (overrides the tasks')")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (markdown + plots)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=ESTIMATOR:{JSON}",
+                    help="an extra method on every task, e.g. 'iso=prdpt:{\"covariance\": \"isotropic\"}' "
+                         "(an estimator with options at the default lr; `cma`/`NGOpt` run as baselines); repeatable")
     ap.add_argument("--resume", action="store_true",
                     help="keep the runs already recorded in OUT/runs.jsonl (each run is appended there as it "
                          "ends) and run only the missing ones")
@@ -222,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         task = get_task(name, **kw)
         tasks[name] = (task, kw)
         budget = args.budget or (task.quick_budget if args.quick and task.quick_budget else task.budget)
-        methods = dict(task.methods)
+        methods = {**dict(task.methods), **dict(_variant(v) for v in args.variant)}
         if not (args.quick or args.no_ablations) and name in ABLATION_TASKS and "zerograds-tuned" in methods:
             base = methods["zerograds-tuned"]   # the ablations switch off one fix of the tuned setting
             for label, change in ABLATIONS.items():

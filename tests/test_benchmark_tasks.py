@@ -128,3 +128,11 @@ def test_gradient_quality_reports_consecutive_cosine_and_variants():
     with pytest.raises(KeyError, match="no method"):
         bench.gradient_quality("texture", budget=20, methods=(), task_kw={"size": 8},
                                variants={"x": {"method": "newton"}})
+
+
+def test_variants_name_an_estimator_with_options():
+    name, spec = bench._variant('iso=prdpt:{"covariance": "isotropic"}')
+    assert name == "iso" and spec["estimator"] == "prdpt" and spec["options"] == {"covariance": "isotropic"}
+    assert bench._variant("c=cma")[1]["kind"] == "baseline"
+    with pytest.raises(SystemExit, match="not JSON"):
+        bench._variant("x=prdpt:{covariance}")
