@@ -25,7 +25,9 @@ from rendergrad.errors import CheckpointError
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples/toy/plateau.toml"
 EXE = [sys.executable, "-m", "rendergrad.cli"]
-SETTINGS = ["--set", "renderer.options.resolution=32", "--set", "optimizer.steps=150",
+# Enough steps that the run cannot finish between its 10th step and the Ctrl-C reaching it (at
+# 150 steps a fast machine finished first now and then, and the test saw exit code 0).
+SETTINGS = ["--set", "renderer.options.resolution=32", "--set", "optimizer.steps=1000",
             "--set", "optimizer.checkpoint_every=0", "--set", "optimizer.checkpoint_seconds=0",
             "--set", "optimizer.snapshot_every=5", "--set", "estimator.options={schedule='constant'}",
             "--no-progress"]
