@@ -71,7 +71,7 @@ from rendergrad.params import ParamSpace
 
 from .kernel_shape import KernelShape
 from .restarts import Restarts
-from .schedules import AdaptiveSigma, SigmaSchedule, progress
+from .schedules import AdaptiveSigma, progress, sigma_control
 
 SAMPLERS = ("gaussian", "importance")
 MODES = ("score", "reparam")
@@ -164,17 +164,9 @@ class PRDPT(GradientEstimator):
         if mode == "score" and not antithetic and samples < 2:
             raise ConfigError("prdpt: the score estimator without antithetic pairs needs samples >= 2 "
                               "(it subtracts the batch mean as a baseline)")
-        self.adaptive: AdaptiveSigma | None = None
-        if adaptive:
-            self.adaptive = AdaptiveSigma(sigma=0.1 if sigma is None else sigma,
-                                          sigma_min=1e-5 if sigma_min is None else sigma_min,
-                                          sigma_max=sigma_max, who="prdpt", **dict(adapt or {}))
-            self.schedule = SigmaSchedule("constant", sigma=self.adaptive.sigma0, sigma_min=self.adaptive.sigma0,
-                                          who="prdpt")
-        else:
-            self.schedule = SigmaSchedule(schedule, sigma=0.5 if sigma is None else sigma,
-                                          sigma_min=0.01 if sigma_min is None else sigma_min,
-                                          anneal_start=anneal_start, points=points, who="prdpt")
+        self.adaptive: AdaptiveSigma | None
+        self.adaptive, self.schedule = sigma_control(schedule, points, sigma, sigma_min, sigma_max, anneal_start,
+                                                     adapt, paper_sigma=0.5, who="prdpt")
         # Normalised steps (the gradient's direction, at length σ/σ₀ per coordinate on average):
         # the step no longer follows the loss's scale, which can span orders of magnitude.
         self.normalize = adaptive if normalize is None else bool(normalize)
@@ -273,28 +265,45 @@ class PRDPT(GradientEstimator):
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
 
     # -- the estimator ---------------------------------------------------------------------
+    def _sigmas(self, n: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
+        """Per-coordinate σ: the scalar σ times each parameter's ``sigma_scale``."""
+        scales = self.scales if self.scales is not None and self.scales.shape[0] == n \
+            else torch.ones(n, dtype=torch.float64)
+        return (sigma * scales).to(dtype)
+
+    def _points(self, u: torch.Tensor, eps: torch.Tensor, axis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(centre, points)``: the offsets ``±eps`` around ``u``, kept inside by ``bounds``.
+
+        ``axis`` is the kernel's standard deviation per coordinate (the margin the centre keeps
+        from each bound with ``shift``/``reflect``); see the module docstring.
+        """
+        offsets = torch.cat([eps, -eps]) if self.antithetic else eps
+        if self.bounds in ("shift", "reflect"):
+            margin = (2.0 * axis).clamp(max=0.5) if self.bounds == "shift" else axis.clamp(max=self.reflect_margin)
+            u = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
+        points = u.unsqueeze(0) + offsets
+        return u, reflect_into_unit(points) if self.bounds == "reflect" else points
+
+    def _differences(self, values: torch.Tensor, m: int) -> torch.Tensor:
+        """Per draw, the centred loss difference the score estimator weights: ``(f(u+ε) − f(u−ε))/2``
+        with antithetic pairs, else the loss minus the batch mean (unbiased up to 1/N)."""
+        if self.antithetic:
+            return (values[:m] - values[m:]) / 2.0
+        return (values - values.mean()) * (m / (m - 1))
+
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         if self.shape is not None and self.shape.n == u.shape[0]:
             return self._estimate_shaped(loss_fn, u, ctx)
         n = u.shape[0]
         u0 = u
-        scales = self.scales if self.scales is not None and self.scales.shape[0] == n \
-            else torch.ones(n, dtype=torch.float64)
         sigma = self.sigma_at(ctx, getattr(loss_fn, "renders", 0))
-        sig = (sigma * scales).to(u.dtype)                               # per-coordinate σ
+        sig = self._sigmas(n, sigma, u.dtype)                            # per-coordinate σ
         m = self.samples // 2 if self.antithetic else self.samples       # independent draws
         if self.sampler == "importance":
             z = kernel_gradient_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
         else:
             z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
-        eps = z * sig
-        offsets = torch.cat([eps, -eps]) if self.antithetic else eps
-        if self.bounds in ("shift", "reflect"):  # keep (almost) all samples inside: see the module docstring
-            margin = (2.0 * sig).clamp(max=0.5) if self.bounds == "shift" else sig.clamp(max=self.reflect_margin)
-            u = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
-        points_at = u.unsqueeze(0) + offsets
-        if self.bounds == "reflect":
-            points_at = reflect_into_unit(points_at)
+        u, points_at = self._points(u, z * sig, sig)
 
         if self.mode == "reparam":
             x = points_at.detach().requires_grad_(True)
@@ -304,12 +313,7 @@ class PRDPT(GradientEstimator):
             losses = losses.detach()
         else:
             losses = loss_fn(points_at).detach().to(u.dtype)
-            values = self._transformed(losses)
-            if self.antithetic:
-                diff = (values[:m] - values[m:]) / 2.0                     # f(u+ε) − f(u−ε), halved
-            else:
-                diff = values - values.mean()                              # baseline: unbiased up to 1/N
-                diff = diff * (m / (m - 1))
+            diff = self._differences(self._transformed(losses), m)
             if self.sampler == "importance":
                 weights = torch.sign(z) * SQRT_2_OVER_PI / sig             # ∂κ/p per coordinate
             else:
@@ -347,25 +351,13 @@ class PRDPT(GradientEstimator):
         """
         assert self.adaptive is not None and self.shape is not None
         n, shape = u.shape[0], self.shape
-        scales = self.scales if self.scales is not None and self.scales.shape[0] == n \
-            else torch.ones(n, dtype=torch.float64)
         sigma = self.adaptive.sigma
-        sig = (sigma * scales).to(u.dtype)
+        sig = self._sigmas(n, sigma, u.dtype)
         m = self.samples // 2 if self.antithetic else self.samples
         z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
-        eps = shape.apply(z) * sig
-        offsets = torch.cat([eps, -eps]) if self.antithetic else eps
-        u_at = u
-        if self.bounds in ("shift", "reflect"):
-            axis = sig * shape.axis_scales
-            margin = (2.0 * axis).clamp(max=0.5) if self.bounds == "shift" else axis.clamp(max=self.reflect_margin)
-            u_at = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
-        points_at = u_at.unsqueeze(0) + offsets
-        if self.bounds == "reflect":
-            points_at = reflect_into_unit(points_at)
+        _, points_at = self._points(u, shape.apply(z) * sig, sig * shape.axis_scales)
         losses = loss_fn(points_at).detach().to(u.dtype)
-        values = self._transformed(losses)
-        diff = (values[:m] - values[m:]) / 2.0 if self.antithetic else (values - values.mean()) * (m / (m - 1))
+        diff = self._differences(self._transformed(losses), m)
         g_z = (diff[:, None] * z).mean(0) / sigma                 # ∂/∂z of the smoothed loss, z whitened
         grad = (g_z @ shape.A_inv) / sig                          # the same gradient in u
         flat = self.adaptive.is_flat(losses)

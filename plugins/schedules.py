@@ -182,3 +182,18 @@ class AdaptiveSigma:
     def describe(self) -> dict[str, Any]:
         return {"kind": "adaptive", "sigma": self.sigma0, "sigma_min": self.sigma_min,
                 "sigma_max": self.sigma_max, "c": self.c, "damping": self.damping, "flat_tol": self.flat_tol}
+
+
+def sigma_control(schedule: str | Callable[[float], float], points: Sequence[Sequence[float]] | None,
+                  sigma: float | None, sigma_min: float | None, sigma_max: float, anneal_start: float,
+                  adapt: dict[str, float] | None, paper_sigma: float, who: str
+                  ) -> tuple[AdaptiveSigma | None, SigmaSchedule]:
+    """An estimator's σ: ``(AdaptiveSigma, constant schedule at σ₀)`` for ``schedule="adaptive"``
+    (σ₀ 0.1, σ_min 1e-5), else ``(None, the annealed schedule)`` (σ₀ ``paper_sigma``, σ_min 0.01)."""
+    if schedule == "adaptive" and points is None:
+        adaptive = AdaptiveSigma(sigma=0.1 if sigma is None else sigma, sigma_min=1e-5 if sigma_min is None else sigma_min,
+                                 sigma_max=sigma_max, who=who, **dict(adapt or {}))
+        return adaptive, SigmaSchedule("constant", sigma=adaptive.sigma0, sigma_min=adaptive.sigma0, who=who)
+    return None, SigmaSchedule(schedule, sigma=paper_sigma if sigma is None else sigma,
+                               sigma_min=0.01 if sigma_min is None else sigma_min,
+                               anneal_start=anneal_start, points=points, who=who)

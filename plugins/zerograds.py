@@ -47,7 +47,7 @@ from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
 from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
-from .schedules import AdaptiveSigma, SigmaSchedule, progress
+from .schedules import AdaptiveSigma, progress, sigma_control
 
 SURROGATES = ("mlp", "quadratic")
 TRANSFORMS = ("none", "log")
@@ -152,19 +152,9 @@ class ZeroGrads(GradientEstimator):
             raise ConfigError("zerograds: lr (the surrogate's learning rate) must be > 0")
         if not (isinstance(buffer, int) and buffer >= 0):
             raise ConfigError("zerograds: buffer (samples kept) must be an integer >= 0")
-        self.adaptive: AdaptiveSigma | None = None
-        if schedule == "adaptive" and points is None:
-            # σ_o from the surrogate's own gradient directions and a step of `step`·σ_o (see
-            # schedules.AdaptiveSigma); the run's optimizer and lr are not used
-            self.adaptive = AdaptiveSigma(sigma=0.1 if sigma is None else sigma,
-                                          sigma_min=1e-5 if sigma_min is None else sigma_min,
-                                          sigma_max=sigma_max, who="zerograds", **dict(adapt or {}))
-            self.schedule = SigmaSchedule("constant", sigma=self.adaptive.sigma0, sigma_min=self.adaptive.sigma0,
-                                          who="zerograds")
-        else:
-            self.schedule = SigmaSchedule(schedule, sigma=0.33 if sigma is None else sigma,
-                                          sigma_min=0.01 if sigma_min is None else sigma_min,
-                                          anneal_start=anneal_start, points=points, who="zerograds")
+        self.adaptive: AdaptiveSigma | None
+        self.adaptive, self.schedule = sigma_control(schedule, points, sigma, sigma_min, sigma_max, anneal_start,
+                                                     adapt, paper_sigma=0.33, who="zerograds")
         if not step > 0:
             raise ConfigError(f"zerograds: step (the step length as a fraction of σ_o) must be > 0, got {step!r}")
         self.step = float(step)
