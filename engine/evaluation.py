@@ -8,6 +8,7 @@ into chunks a renderer (or its workers) can take.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -19,6 +20,25 @@ from .errors import RendererFailure, RendererOutputError, RendergradError
 from .executors import Executor, LocalExecutor, RenderTask
 from .interfaces import Objective, Renderer
 from .params import ParamSpace
+
+log = logging.getLogger("rendergrad.evaluation")
+
+
+def noise_pairs(objective: Objective, renderer: Renderer) -> tuple[bool, float]:
+    """Whether each point is scored from two independent renders, and each one's sample fraction.
+
+    Pairs when the objective asks for them (``unbiased``) and has a ``pair_loss``, and the
+    renderer's images carry noise. ``"auto"`` pairs only when the renderer can halve its
+    samples, so a pair costs what one render costs; ``True`` pairs at full samples otherwise.
+    """
+    mode = getattr(objective, "unbiased", False)
+    has_pair_loss = type(objective).pair_loss is not Objective.pair_loss
+    if mode is False or not has_pair_loss or not getattr(renderer, "noisy", False):
+        return False, 1.0
+    halves = bool(getattr(renderer, "adjustable_samples", False))
+    if mode == "auto" and not halves:
+        return False, 1.0
+    return True, (0.5 if halves else 1.0)
 
 
 def as_image_batch(images: Any, *, batch: int | None = None, who: str = "renderer") -> torch.Tensor:
@@ -78,6 +98,12 @@ class BatchEvaluator:
         # What render() receives: float64, so a value at a bound is the bound itself (a trip
         # through float32 turns 0.85 into 0.8500000238418579, outside [0.15, 0.85]).
         self.render_dtype = torch.float64
+        # Noisy renderer, objective biased by noise (MSE): two half-sample renders per point.
+        self.pairs, self.pair_fraction = noise_pairs(objective, renderer)
+        if self.pairs:
+            how = "at half the samples each (the cost of one)" if self.pair_fraction < 1 else "at full samples (two renders)"
+            log.info("objective %r scores two independent renders per point %s: unbiased under render noise "
+                     "(set the objective's unbiased = false for the plain value)", objective.name, how)
         objective.prepare(target)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -90,18 +116,26 @@ class BatchEvaluator:
         # The contract with every renderer: float64, inside the declared bounds exactly.
         return self._render_in_bounds(self.space.clamp_theta(theta))
 
-    def _render_in_bounds(self, theta: torch.Tensor) -> torch.Tensor:
+    def _render_in_bounds(self, theta: torch.Tensor, *, copies: int = 1, fraction: float = 1.0) -> torch.Tensor:
         """:meth:`render_theta` for ``[B, n]`` float64 already inside the bounds (from :meth:`theta_of`,
-        whose map clamps): the clamp is not done twice on the per-step path."""
+        whose map clamps): the clamp is not done twice on the per-step path.
+
+        ``copies`` renders every row that many times, each copy its own batch (so its own seeds
+        even under common random numbers), at ``fraction`` of the samples: ``[copies·B, H, W, C]``.
+        A render is charged at its fraction, so two half-sample copies cost one render.
+        """
         chunks = [theta] if not self.max_batch or theta.shape[0] <= self.max_batch \
             else list(torch.split(theta, self.max_batch))
         # Every image has a place in the run (render index, batch index) whichever worker renders
         # it: the executor hands both to the renderer, so results do not depend on the executor.
         tasks, index = [], self.render_index
-        for chunk in chunks:
-            tasks.append(RenderTask(chunk, index, self.render_batches))
-            index += chunk.shape[0]
-        self.render_index, self.render_batches = index, self.render_batches + 1
+        for _ in range(copies):
+            for chunk in chunks:
+                tasks.append(RenderTask(chunk, index, self.render_batches, fraction))
+                index += chunk.shape[0]
+            self.render_batches += 1
+        self.render_index = index
+        chunks = chunks * copies
         t0 = time.perf_counter()
         try:
             raws = self.executor.render(tasks)
@@ -112,10 +146,8 @@ class BatchEvaluator:
                 f"renderer {self.renderer.name!r} failed on a batch of {theta.shape[0]}: "
                 f"{type(e).__name__}: {e}") from e
         self.render_seconds += time.perf_counter() - t0
-        out = []
-        for chunk, raw in zip(chunks, raws):
-            self.renders += chunk.shape[0]
-            out.append(self.validate(raw, chunk, who=f"renderer {self.renderer.name!r}"))
+        out = [self.validate(raw, chunk, who=f"renderer {self.renderer.name!r}") for chunk, raw in zip(chunks, raws)]
+        self.renders += theta.shape[0] * copies if fraction == 1.0 else int(round(theta.shape[0] * copies * fraction))
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def state_dict(self) -> dict[str, int]:
@@ -171,10 +203,22 @@ class BatchEvaluator:
         return img
 
     def preview_scored(self, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """One parameter vector's image ``[H,W,C]`` and loss, for the record (an extra render)."""
-        img = self.preview(theta.reshape(1, -1))
+        """One parameter vector's image ``[H,W,C]`` and loss, for the record (an extra render).
+
+        Scored as the optimization scores (a pair of half-sample renders when :attr:`pairs`);
+        the image is then the mean of the pair, a full-sample image.
+        """
+        if not self.pairs:
+            img = self.preview(theta.reshape(1, -1))
+            with torch.no_grad():
+                return img[0], float(self.score(img)[0])
+        before, seconds = self.renders, self.render_seconds
         with torch.no_grad():
-            return img[0], float(self.score(img)[0])
+            loss = self._score_rendered(self.space.clamp_theta(theta.reshape(1, -1)))
+            img = self._last_pair.mean(dim=0)
+        self.extra_renders += self.renders - before
+        self.renders, self.render_seconds = before, seconds
+        return img, float(loss[0])
 
     def theta_of(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
         """The ``theta`` a renderer gets for normalised ``u``: clamped, in parameter units.
@@ -220,10 +264,31 @@ class BatchEvaluator:
                 f"objective {self.objective.name!r} returned {shape}; loss() must return one value per image, [B]")
         return loss
 
+    def score_pairs(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The objective's ``pair_loss`` of two independent renders of the same points, ``[B]``."""
+        target = self.target
+        if target is not None and target.device != first.device:
+            target = target.to(first.device)
+        loss = self.objective.pair_loss(first, second, target)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 1 or loss.shape[0] != first.shape[0]:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise RendergradError(
+                f"objective {self.objective.name!r} returned {shape}; pair_loss() must return one value per point, [B]")
+        return loss
+
+    def _score_rendered(self, theta: torch.Tensor) -> torch.Tensor:
+        """Render ``theta`` (inside the bounds) and score it: one render, or a pair (:attr:`pairs`)."""
+        if not self.pairs:
+            return self.score(self._render_in_bounds(theta))
+        b = theta.shape[0]
+        images = self._render_in_bounds(theta, copies=2, fraction=self.pair_fraction)
+        self._last_pair = images.detach().reshape(2, b, *images.shape[1:])[:, 0]
+        return self.score_pairs(images[:b], images[b:])
+
     def __call__(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
         if u.ndim == 1:
             u = u.unsqueeze(0)
         if differentiable:
-            return self.score(self.render(u, differentiable=True))
+            return self._score_rendered(self.theta_of(u, differentiable=True))
         with torch.no_grad():  # one context for the whole forward path, not one per layer
-            return self.score(self._render_in_bounds(self._theta_no_grad(u))).detach()
+            return self._score_rendered(self._theta_no_grad(u)).detach()

@@ -67,9 +67,10 @@ def rendergrad_executors():
     An executor decides where a batch's renders run (this process, worker processes, a
     cluster); the evaluator still counts, validates and scores every image. Each class needs a
     unique ``name`` (what a run's ``[executor] name`` refers to) and ``render(tasks)``, which
-    returns each task's images in order after calling ``renderer.seek(index, batch)`` (see
-    :func:`rendergrad.executors.seek_and_render`) so images do not depend on which worker
-    rendered them. Constructor keyword arguments are the run's ``[executor] options``.
+    returns each task's images in order after calling ``renderer.seek(index, batch)`` and, for
+    renderers with ``adjustable_samples``, ``renderer.set_sample_fraction(task.fraction)``: call
+    :func:`rendergrad.executors.seek_and_render` with the task's fields, so images do not depend
+    on which worker rendered them. Constructor keyword arguments are the run's ``[executor] options``.
     """
 
 

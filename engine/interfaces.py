@@ -63,6 +63,13 @@ class Renderer(Plugin):
 
     differentiable: bool = False
     differentiable_when: ClassVar[Mapping[str, Any] | None] = None
+    # Monte Carlo renderers: ``noisy`` says two renders of the same parameters with different
+    # seeds differ (read from the instance: a fixed seed makes a renderer deterministic), and
+    # ``adjustable_samples`` that :meth:`set_sample_fraction` works. Objectives whose plain value
+    # is biased by noise (MSE) then score two half-sample renders instead of one (see
+    # :meth:`Objective.pair_loss`), at the cost of one.
+    noisy: bool = False
+    adjustable_samples: ClassVar[bool] = False
 
     @abstractmethod
     def parameter_space(self) -> ParamSpace:
@@ -108,6 +115,15 @@ class Renderer(Plugin):
         any retry. Default: nothing (deterministic renderers need no seeds).
         """
 
+    def set_sample_fraction(self, fraction: float) -> None:
+        """Render the next images with ``fraction`` of the configured samples per pixel.
+
+        Only called on renderers that set ``adjustable_samples = True``, before every
+        :meth:`render` (after :meth:`seek`), in whichever process renders the chunk; ``1.0``
+        restores the configured quality. The images must stay unbiased estimates of the same
+        mean, only noisier. Default: nothing.
+        """
+
     # Optional: renderers with internal randomness (per-render seeds) return it here so a
     # resumed run continues bit-identically.
     def state_dict(self) -> dict[str, Any]:
@@ -150,6 +166,23 @@ class Objective(Plugin):
         Called for every rendered batch (and for images told from outside). Must be
         differentiable in ``images`` for gradient estimators that backpropagate (``analytic``).
         """
+
+    # Optional: objectives whose value is biased by render noise. ``E[(X − T)²]`` is the squared
+    # error of the mean image *plus the variance of the render*, and that variance depends on the
+    # parameters (a dimmer lamp is less noisy), so on a noisy renderer the plain loss has its
+    # minimum away from the true parameters. Two independent renders X₁, X₂ of the same
+    # parameters give ``E[(X₁ − T)(X₂ − T)] = (E X − T)²`` exactly.
+    #: ``"auto"`` (pairs when the renderer is noisy and can halve its samples, so a pair costs
+    #: one render), ``True`` (pairs on any noisy renderer, two full renders each) or ``False``.
+    unbiased: ClassVar[bool | str] = False
+
+    def pair_loss(self, first: torch.Tensor, second: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """One loss per parameter vector from two independent renders of it, ``[B, H, W, C]`` each → ``[B]``.
+
+        Must be an unbiased estimate of the loss of the noise-free image. Called instead of
+        :meth:`loss` when ``unbiased`` asks for it and the renderer is ``noisy``.
+        """
+        raise NotImplementedError(f"objective {self.name!r} has no pair_loss")
 
 
 class LossFunction(Protocol):

@@ -30,11 +30,13 @@ log = logging.getLogger("rendergrad.executor")
 
 @dataclass(frozen=True)
 class RenderTask:
-    """One chunk to render: ``theta`` ``[b, n]``, the render index of its first row, its batch."""
+    """One chunk to render: ``theta`` ``[b, n]``, the render index of its first row, its batch,
+    and the fraction of the renderer's samples per pixel to use (see ``Renderer.set_sample_fraction``)."""
 
     theta: torch.Tensor
     index: int
     batch: int
+    fraction: float = 1.0
 
     def __len__(self) -> int:
         return int(self.theta.shape[0])
@@ -56,11 +58,14 @@ class RendererRecipe:
         return self.cls(**self.options)
 
 
-def seek_and_render(renderer: Renderer, theta: torch.Tensor, index: int, batch: int) -> Any:
+def seek_and_render(renderer: Renderer, theta: torch.Tensor, index: int, batch: int,
+                    fraction: float = 1.0) -> Any:
     """What every executor does with a chunk, in whichever process holds the renderer."""
     seek = getattr(renderer, "seek", None)
     if callable(seek):
         seek(int(index), int(batch))
+    if getattr(renderer, "adjustable_samples", False):
+        renderer.set_sample_fraction(float(fraction))  # every time: a half never leaks into the next chunk
     return renderer.render(theta)
 
 
@@ -71,7 +76,7 @@ def split_tasks(tasks: Sequence[RenderTask], size: int) -> list[tuple[int, int, 
         n = len(task)
         for s in range(0, n, size):
             e = min(n, s + size)
-            out.append((t, s, RenderTask(task.theta[s:e], task.index + s, task.batch)))
+            out.append((t, s, RenderTask(task.theta[s:e], task.index + s, task.batch, task.fraction)))
     return out
 
 

@@ -26,6 +26,6 @@ class LocalExecutor(Executor):
         assert self.renderer is not None, "start() first"
         out = []
         for task in tasks:
-            out.append(seek_and_render(self.renderer, task.theta, task.index, task.batch))
+            out.append(seek_and_render(self.renderer, task.theta, task.index, task.batch, task.fraction))
             self.renders_per_worker[0] += len(task)
         return out

@@ -84,7 +84,7 @@ class ProcessExecutor(Pool):
     def _submit(self, w: int, key: int, task: RenderTask) -> None:
         theta = task.theta.detach().cpu().numpy()
         try:
-            self._conns[w].send(("render", key, theta, task.index, task.batch))
+            self._conns[w].send(("render", key, theta, task.index, task.batch, task.fraction))
         except (OSError, BrokenPipeError):
             pass  # the worker is gone: its sentinel reports it on the next _wait
 

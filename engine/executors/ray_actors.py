@@ -114,7 +114,7 @@ class RayExecutor(Pool):
 
     def _submit(self, w: int, key: int, task: RenderTask) -> None:
         theta = task.theta.detach().cpu().numpy()
-        self._refs[self._actors[w].render.remote(theta, task.index, task.batch)] = (w, "render", key)
+        self._refs[self._actors[w].render.remote(theta, task.index, task.batch, task.fraction)] = (w, "render", key)
 
     def _wait(self, timeout: float) -> list[tuple[int, str, Any]]:
         ray = self._ray

@@ -53,10 +53,10 @@ class RenderWorker:
     def ready(self) -> int:
         return self.pid
 
-    def render(self, theta: np.ndarray, index: int, batch: int) -> tuple[Any, float, int]:
+    def render(self, theta: np.ndarray, index: int, batch: int, fraction: float = 1.0) -> tuple[Any, float, int]:
         t0 = time.perf_counter()
         with torch.no_grad():
-            images = seek_and_render(self.renderer, torch.from_numpy(theta), index, batch)
+            images = seek_and_render(self.renderer, torch.from_numpy(theta), index, batch, fraction)
         return to_numpy(images), time.perf_counter() - t0, self.pid
 
     def close(self) -> None:
@@ -69,7 +69,7 @@ def process_main(conn: Any, recipe: RendererRecipe, threads: int | None) -> None
     The pipe is an anonymous one multiprocessing creates between this process and its parent:
     nothing else can write to it, and nothing here reads from a socket or a file.
 
-    Messages (tuples): ``("render", task, theta, index, batch)`` → ``("ok", task, images, seconds)``
+    Messages (tuples): ``("render", task, theta, index, batch, fraction)`` → ``("ok", task, images, seconds)``
     or ``("fail", task, message, traceback)``; ``("close",)`` ends the worker. The first message
     sent is ``("ready", pid)`` or ``("error", message, traceback)`` when the renderer cannot be built.
     """
@@ -88,9 +88,9 @@ def process_main(conn: Any, recipe: RendererRecipe, threads: int | None) -> None
                 break
             if msg[0] == "close":
                 break
-            _, task, theta, index, batch = msg
+            _, task, theta, index, batch, fraction = msg
             try:
-                images, seconds, _ = worker.render(theta, index, batch)
+                images, seconds, _ = worker.render(theta, index, batch, fraction)
                 conn.send(("ok", task, images, seconds))
             except Exception as e:
                 conn.send(("fail", task, f"{type(e).__name__}: {e}", traceback.format_exc()))

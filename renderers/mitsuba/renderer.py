@@ -43,6 +43,7 @@ class MitsubaRenderer(Renderer):
     name = "mitsuba"
     differentiable = False               # mode = "forward", the default
     differentiable_when = {"mode": "differentiable"}
+    adjustable_samples = True            # set_sample_fraction scales spp (and spp_grad)
 
     def __init__(self, scene: Any, params: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
                  *, scene_args: Mapping[str, Any] | None = None, mode: str = "forward",
@@ -65,6 +66,8 @@ class MitsubaRenderer(Renderer):
         self.differentiable = mode == "differentiable"
         self.spp, self.spp_grad = int(spp), (int(spp_grad) if spp_grad is not None else None)
         self.seed, self.seed_mode = int(seed), seed_mode
+        self.noisy = seed_mode != "fixed"  # a fixed seed renders the same image every time
+        self._fraction = 1.0
         self.sensor_index = int(sensor)
         self._counter = 0
         mi = activate(self.variant)
@@ -153,6 +156,15 @@ class MitsubaRenderer(Renderer):
         """Seeds follow each image's place in the run, so any worker renders the same image."""
         self._counter = int(batch) if self.seed_mode == "per_batch" else int(index)
 
+    def set_sample_fraction(self, fraction: float) -> None:
+        """The next renders use ``fraction`` of ``spp`` (at least one sample per pixel)."""
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(f"mitsuba renderer: a sample fraction must lie in (0, 1], got {fraction!r}")
+        self._fraction = float(fraction)
+
+    def _samples(self, spp: int | None) -> int | None:
+        return None if spp is None else max(1, int(round(spp * self._fraction)))
+
     def close(self) -> None:
         self._wrapped = None
         self.scene = None
@@ -196,7 +208,7 @@ class MitsubaRenderer(Renderer):
         values = row.to(torch.float64).cpu().numpy()
         self.bindings.apply(mi.Float(values.astype(np.float32)), values)
         self.params.update()
-        img = mi.render(self.scene, spp=self.spp, seed=seed, integrator=self.integrator,
+        img = mi.render(self.scene, spp=self._samples(self.spp), seed=seed, integrator=self.integrator,
                         sensor=self.sensor_index)
         return torch.from_numpy(np.array(img, dtype=np.float32))
 
@@ -208,8 +220,8 @@ class MitsubaRenderer(Renderer):
             def render_dr(x, values, seed):
                 self.bindings.apply(x.array, values)
                 self.params.update()
-                kw = {"spp_grad": self.spp_grad} if self.spp_grad is not None else {}
-                return mi.render(self.scene, self.params, spp=self.spp, seed=seed, integrator=self.integrator,
+                kw = {"spp_grad": self._samples(self.spp_grad)} if self.spp_grad is not None else {}
+                return mi.render(self.scene, self.params, spp=self._samples(self.spp), seed=seed, integrator=self.integrator,
                                  sensor=self.sensor_index, **kw)
 
             self._wrapped = render_dr
