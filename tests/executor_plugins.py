@@ -1,7 +1,9 @@
 """Renderers for the executor tests: importable by name in worker processes and Ray actors.
 
 ``NoisyDisc`` is the toy renderer plus per-image noise seeded from each image's place in the
-run (``seek``), the contract every noisy renderer keeps to be executor-safe. Options make it
+run (``seek``), the contract every noisy renderer keeps to be executor-safe. ``NoisyGain`` is a
+flat grey image whose Monte Carlo-like noise grows with its brightness and with fewer samples: it
+declares ``noisy`` and ``adjustable_samples``, so the MSE objective scores it in noise pairs. Options make it
 misbehave on purpose: sleep per image, exit the process every N renders, raise in the
 constructor, hang on a given render index, record its process id.
 """
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from rendergrad import hookimpl
+from rendergrad import Renderer, hookimpl
+from rendergrad.params import Param, ParamSpace
 from rendergrad.renderers.toy import ToyRenderer
 
 
@@ -62,6 +65,43 @@ class NoisyDisc(ToyRenderer):
         return torch.stack(out)
 
 
+class NoisyGain(Renderer):
+    """A flat image of brightness ``level`` whose noise is ``noise · level / √(sample fraction)``.
+
+    Brighter is noisier, as with a path tracer, so the plain MSE against a target of level ``t``
+    has its minimum at ``t / (1 + noise²)``, not at ``t``; the pair loss at ``t``.
+    """
+
+    name = "noisy_gain"
+    adjustable_samples = True
+
+    def __init__(self, noise: float = 1.0, seed: int = 0, size: int = 8, samples: bool = True):
+        self.noise, self.seed, self.size = float(noise), int(seed), int(size)
+        self.noisy = True
+        self.adjustable_samples = bool(samples)
+        self.index, self.fraction, self.fractions = 0, 1.0, []
+        self.space = ParamSpace([Param("level", 0.0, 1.0, init=0.9)])
+
+    def parameter_space(self) -> ParamSpace:
+        return self.space
+
+    def seek(self, index: int, batch: int) -> None:
+        self.index = int(index)
+
+    def set_sample_fraction(self, fraction: float) -> None:
+        self.fraction = float(fraction)
+
+    def render(self, theta: torch.Tensor) -> torch.Tensor:
+        out = []
+        for row in theta.to(torch.float32):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.index)
+            eps = torch.randn((self.size, self.size, 3), generator=g)
+            out.append(row[0] * (1 + self.noise * eps / self.fraction ** 0.5))
+            self.fractions.append(self.fraction)
+            self.index += 1
+        return torch.stack(out)
+
+
 def pids_alive(pid_dir: str) -> list[int]:
     """Recorded worker pids that still run (zombies count as gone)."""
     alive = []
@@ -91,4 +131,4 @@ def wait_gone(pid_dir: str, seconds: float = 10.0) -> list[int]:
 
 @hookimpl
 def rendergrad_renderers():
-    return [NoisyDisc]
+    return [NoisyDisc, NoisyGain]

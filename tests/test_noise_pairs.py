@@ -1,0 +1,118 @@
+"""MSE on a noisy renderer: two half-sample renders per point, scored ``mean((X₁ − T)(X₂ − T))``.
+
+``noisy_gain`` (tests/executor_plugins.py) is a flat image whose noise grows with its brightness,
+so the plain MSE is minimised at a darker level than the target's; the pair loss is not.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import rendergrad as rg
+from rendergrad.errors import ConfigError
+from rendergrad.evaluation import BatchEvaluator, noise_pairs
+
+sys.path.insert(0, str(Path(__file__).parent))
+import executor_plugins as ep  # noqa: E402
+
+REG = rg.discover(extra_plugins=[ep])
+TARGET = torch.full((16, 16, 3), 0.6)   # exact: the noise-free image at level 0.6
+
+
+def objective(**options):
+    return REG.create("objective", "mse", options)
+
+
+def test_the_plain_mse_is_minimised_away_from_the_target_and_the_pair_loss_is_not():
+    """CMA-ES at its defaults on the same renderer: the plain MSE ends near 0.6 / (1 + 1) = 0.3."""
+    ends = {}
+    for unbiased in (False, "auto"):
+        res = rg.optimize("noisy_gain", "mse", "cma", target=TARGET, renderer_options={"size": 16},
+                          objective_options={"unbiased": unbiased}, steps=1000, max_renders=400, seed=1,
+                          registry=REG, final_render=False)
+        ends[unbiased] = res.params["level"]
+    assert abs(ends[False] - 0.3) < 0.05, ends
+    assert abs(ends["auto"] - 0.6) < 0.03, ends
+
+
+def test_a_pair_costs_one_render_and_its_halves_have_their_own_seeds():
+    r = ep.NoisyGain(size=4)
+    ev = BatchEvaluator(r, objective(), r.parameter_space(), TARGET[:4, :4])
+    assert ev.pairs and ev.pair_fraction == 0.5
+    u = torch.tensor([[0.2], [0.5], [0.9]], dtype=torch.float64)
+    loss = ev(u)
+    assert ev.renders == 3                       # three points, two half-sample images each
+    assert ev.render_index == 6 and ev.render_batches == 2
+    assert r.fractions == [0.5] * 6
+    # The same images by hand: the first copy from render index 0, the second from 3.
+    again = ep.NoisyGain(size=4)
+    theta = r.parameter_space().to_theta(u)
+    again.set_sample_fraction(0.5)
+    again.seek(0, 0)
+    first = again.render(theta)
+    again.seek(3, 1)
+    second = again.render(theta)
+    t = TARGET[:4, :4]
+    assert torch.allclose(loss, ((first - t) * (second - t)).flatten(1).mean(1).to(loss.dtype))
+    assert not torch.allclose(first, second)
+    # The record's image is the mean of a pair (a full-sample image), charged as one extra render.
+    img, value = ev.preview_scored(theta[1])
+    assert ev.renders == 3 and ev.extra_renders == 1 and img.shape == (4, 4, 3)
+    assert r.fractions[-2:] == [0.5, 0.5]
+
+
+def test_who_gets_pairs():
+    gain = ep.NoisyGain()
+    assert noise_pairs(objective(), gain) == (True, 0.5)
+    assert noise_pairs(objective(unbiased=False), gain) == (False, 1.0)
+    assert noise_pairs(REG.create("objective", "l1", {}), gain) == (False, 1.0)   # no pair loss
+    fixed = ep.NoisyGain(samples=False)           # noisy, but its samples are not adjustable
+    assert noise_pairs(objective(), fixed) == (False, 1.0)
+    assert noise_pairs(objective(unbiased=True), fixed) == (True, 1.0)
+    toy = REG.create("renderer", "toy", {})       # deterministic: nothing to pair
+    assert noise_pairs(objective(unbiased=True), toy) == (False, 1.0)
+    with pytest.raises(ConfigError, match="unbiased must be"):
+        objective(unbiased="yes")
+
+
+def test_full_sample_pairs_are_charged_two_renders():
+    r = ep.NoisyGain(size=4, samples=False)
+    ev = BatchEvaluator(r, objective(unbiased=True), r.parameter_space(), TARGET[:4, :4])
+    ev(torch.tensor([[0.5], [0.7]], dtype=torch.float64))
+    assert ev.renders == 4 and r.fractions == [1.0] * 4
+
+
+def test_worker_processes_render_the_same_pairs():
+    """The sample fraction travels with each chunk to the worker that renders it."""
+    def run(executor, options=None):
+        return rg.optimize("noisy_gain", "mse", "prdpt", target=TARGET, renderer_options={"size": 16}, steps=4,
+                           seed=3, registry=REG, executor=executor, executor_options=options, final_render=False)
+    local, pool = run("local"), run("processes", {"workers": 2})
+    assert [h["loss"] for h in local.history] == [h["loss"] for h in pool.history]
+    assert local.evaluations == pool.evaluations > 0
+
+
+def test_mitsuba_renders_a_fraction_of_its_samples():
+    pytest.importorskip("mitsuba")
+    from rendergrad.renderers.mitsuba import MitsubaRenderer
+    sys.path.insert(0, str(Path(__file__).parent.parent / "examples" / "mitsuba"))
+    import scenes
+    t = scenes.task("shadow")
+    opts = dict(scene=scenes.shadow(max_depth=2), params=t["params"], resolution=[12, 16])
+    theta = MitsubaRenderer(spp=4, **opts).parameter_space().flatten(t["init"]).reshape(1, -1)
+    full, half = MitsubaRenderer(spp=8, **opts), MitsubaRenderer(spp=4, **opts)
+    assert full.noisy and full.adjustable_samples
+    assert not MitsubaRenderer(spp=4, seed_mode="fixed", **opts).noisy
+    full.set_sample_fraction(0.5)
+    full.seek(5, 0)
+    half.seek(5, 0)
+    assert torch.equal(full.render(theta), half.render(theta))
+    full.set_sample_fraction(1.0)
+    full.seek(5, 0)
+    assert not torch.equal(full.render(theta), half.render(theta))
+    with pytest.raises(ConfigError, match="fraction"):
+        full.set_sample_fraction(0.0)
