@@ -53,6 +53,11 @@ class PluginInfo:
             d["differentiable"] = self.differentiable
             when = getattr(self.cls, "differentiable_when", None)
             d["differentiable_when"] = dict(when) if when else None
+            # Can render with a fraction of its samples (noise pairs at the cost of one render).
+            d["adjustable_samples"] = bool(getattr(self.cls, "adjustable_samples", False))
+        if self.kind == "objective" and self.cls is not None:
+            # Scores two independent renders of a point without the noise's bias (see Objective.pair_loss).
+            d["pair_loss"] = getattr(self.cls, "pair_loss", None) is not getattr(Objective, "pair_loss")
         if self.kind == "estimator" and self.cls is not None:
             d["requires_differentiable"] = bool(getattr(self.cls, "requires_differentiable", False))
         return d

@@ -33,6 +33,7 @@ class MSE(Objective):
     """
 
     name = "mse"
+    unbiased = "auto"
 
     def __init__(self, unbiased: bool | str = "auto"):
         if unbiased not in (True, False, "auto"):

@@ -43,10 +43,12 @@ def test_unknown_option_lists_valid_ones():
 
 
 def test_options_for_a_plugin_without_a_constructor_are_a_clear_error():
-    # mse defines no __init__: object's (*args, **kwargs) signature must not let options through
-    with pytest.raises(ConfigError, match=r"objective 'mse': unknown option 'foo'. Valid options: \(none\)"):
+    # l1 defines no __init__: object's (*args, **kwargs) signature must not let options through
+    with pytest.raises(ConfigError, match=r"objective 'l1': unknown option 'foo'. Valid options: \(none\)"):
+        discover().create("objective", "l1", {"foo": 1})
+    assert discover().create("objective", "l1", {}).name == "l1"
+    with pytest.raises(ConfigError, match=r"objective 'mse': unknown option 'foo'. Valid options: unbiased"):
         discover().create("objective", "mse", {"foo": 1})
-    assert discover().create("objective", "mse", {}).name == "mse"
 
 
 class _Broken:
@@ -119,6 +121,9 @@ def test_capability_flags_are_per_instance(toy_scene):
     assert rows[("renderer", "toy")]["differentiable_when"] == {"mode": "soft"}
     if ("renderer", "mitsuba") in rows:
         assert rows[("renderer", "mitsuba")]["differentiable_when"] == {"mode": "differentiable"}
+        assert rows[("renderer", "mitsuba")]["adjustable_samples"] is True
+    assert rows[("renderer", "toy")]["adjustable_samples"] is False
+    assert rows[("objective", "mse")]["pair_loss"] is True and rows[("objective", "l1")]["pair_loss"] is False
     assert rows[("estimator", "analytic")]["requires_differentiable"] is True
     soft = reg.create("renderer", "toy", toy_scene)
     hard = reg.create("renderer", "toy", dict(toy_scene, mode="hard"))

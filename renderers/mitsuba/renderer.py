@@ -43,6 +43,7 @@ class MitsubaRenderer(Renderer):
     name = "mitsuba"
     differentiable = False               # mode = "forward", the default
     differentiable_when = {"mode": "differentiable"}
+    noisy = True                         # seed_mode = "per_render", the default (an instance with "fixed" is not)
     adjustable_samples = True            # set_sample_fraction scales spp (and spp_grad)
 
     def __init__(self, scene: Any, params: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
