@@ -73,6 +73,7 @@ class NoisyGain(Renderer):
     """
 
     name = "noisy_gain"
+    differentiable = True
     adjustable_samples = True
 
     def __init__(self, noise: float = 1.0, seed: int = 0, size: int = 8, samples: bool = True):

@@ -39,6 +39,18 @@ def test_the_plain_mse_is_minimised_away_from_the_target_and_the_pair_loss_is_no
     assert abs(ends["auto"] - 0.6) < 0.03, ends
 
 
+def test_analytic_gradients_of_the_pair_loss_are_unbiased_too():
+    """d/dθ of (X₁ − T)(X₂ − T) averages to 2(E X − T)·dE X/dθ; of (X − T)², to that plus d Var X/dθ."""
+    ends = {}
+    for unbiased in (False, "auto"):
+        res = rg.optimize("noisy_gain", "mse", "analytic", target=TARGET, renderer_options={"size": 16},
+                          objective_options={"unbiased": unbiased}, lr=0.01, steps=300, seed=2,
+                          registry=REG, final_render=False)
+        ends[unbiased] = res.params["level"]
+    assert abs(ends[False] - 0.3) < 0.05, ends
+    assert abs(ends["auto"] - 0.6) < 0.03, ends
+
+
 def test_a_pair_costs_one_render_and_its_halves_have_their_own_seeds():
     r = ep.NoisyGain(size=4)
     ev = BatchEvaluator(r, objective(), r.parameter_space(), TARGET[:4, :4])
