@@ -118,10 +118,10 @@ class Renderer(Plugin):
     def set_sample_fraction(self, fraction: float) -> None:
         """Render the next images with ``fraction`` of the configured samples per pixel.
 
-        Only called on renderers that set ``adjustable_samples = True``, before every
-        :meth:`render` (after :meth:`seek`), in whichever process renders the chunk; ``1.0``
-        restores the configured quality. The images must stay unbiased estimates of the same
-        mean, only noisier. Default: nothing.
+        Only called on renderers that set ``adjustable_samples = True``: before a :meth:`render`
+        that should use fewer samples (after :meth:`seek`), in whichever process renders the
+        chunk, and with ``1.0`` right after it, to restore the configured quality. The images
+        must stay unbiased estimates of the same mean, only noisier. Default: nothing.
         """
 
     # Optional: renderers with internal randomness (per-render seeds) return it here so a

@@ -59,7 +59,7 @@ def test_a_pair_costs_one_render_and_its_halves_have_their_own_seeds():
     loss = ev(u)
     assert ev.renders == 3                       # three points, two half-sample images each
     assert ev.render_index == 6 and ev.render_batches == 2
-    assert r.fractions == [0.5] * 6
+    assert r.fractions == [0.5] * 6 and r.fraction == 1.0   # left at its configured quality
     # The same images by hand: the first copy from render index 0, the second from 3.
     again = ep.NoisyGain(size=4)
     theta = r.parameter_space().to_theta(u)
@@ -95,7 +95,7 @@ def test_full_sample_pairs_are_charged_two_renders():
     r = ep.NoisyGain(size=4, samples=False)
     ev = BatchEvaluator(r, objective(unbiased=True), r.parameter_space(), TARGET[:4, :4])
     ev(torch.tensor([[0.5], [0.7]], dtype=torch.float64))
-    assert ev.renders == 4 and r.fractions == [1.0] * 4
+    assert ev.renders == 4 and r.fractions == [1.0] * 4 and r.fraction == 1.0
 
 
 def test_worker_processes_render_the_same_pairs():

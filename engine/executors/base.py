@@ -64,9 +64,13 @@ def seek_and_render(renderer: Renderer, theta: torch.Tensor, index: int, batch: 
     seek = getattr(renderer, "seek", None)
     if callable(seek):
         seek(int(index), int(batch))
-    if getattr(renderer, "adjustable_samples", False):
-        renderer.set_sample_fraction(float(fraction))  # every time: a half never leaks into the next chunk
-    return renderer.render(theta)
+    if not getattr(renderer, "adjustable_samples", False) or fraction == 1.0:
+        return renderer.render(theta)
+    renderer.set_sample_fraction(float(fraction))
+    try:
+        return renderer.render(theta)
+    finally:  # the renderer is left at its configured quality, for whoever renders with it next
+        renderer.set_sample_fraction(1.0)
 
 
 def split_tasks(tasks: Sequence[RenderTask], size: int) -> list[tuple[int, int, RenderTask]]:
