@@ -214,8 +214,9 @@ class BatchEvaluator:
                 return img[0], float(self.score(img)[0])
         before, seconds = self.renders, self.render_seconds
         with torch.no_grad():
-            loss = self._score_rendered(self.space.clamp_theta(theta.reshape(1, -1)))
-            img = self._last_pair.mean(dim=0)
+            images = self._render_in_bounds(self.space.clamp_theta(theta.reshape(1, -1)), copies=2,
+                                            fraction=self.pair_fraction)
+            loss, img = self.score_pairs(images[:1], images[1:]), images.mean(dim=0)
         self.extra_renders += self.renders - before
         self.renders, self.render_seconds = before, seconds
         return img, float(loss[0])
@@ -254,26 +255,22 @@ class BatchEvaluator:
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, images: torch.Tensor) -> torch.Tensor:
-        target = self.target
-        if target is not None and target.device != images.device:
-            target = target.to(images.device)
-        loss = self.objective.loss(images, target)
-        if not isinstance(loss, torch.Tensor) or loss.ndim != 1 or loss.shape[0] != images.shape[0]:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise RendergradError(
-                f"objective {self.objective.name!r} returned {shape}; loss() must return one value per image, [B]")
-        return loss
+        return self._checked(self.objective.loss(images, self._target_on(images.device)), images.shape[0], "loss()")
 
     def score_pairs(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """The objective's ``pair_loss`` of two independent renders of the same points, ``[B]``."""
+        loss = self.objective.pair_loss(first, second, self._target_on(first.device))
+        return self._checked(loss, first.shape[0], "pair_loss()")
+
+    def _target_on(self, device: torch.device) -> torch.Tensor | None:
         target = self.target
-        if target is not None and target.device != first.device:
-            target = target.to(first.device)
-        loss = self.objective.pair_loss(first, second, target)
-        if not isinstance(loss, torch.Tensor) or loss.ndim != 1 or loss.shape[0] != first.shape[0]:
+        return target.to(device) if target is not None and target.device != device else target
+
+    def _checked(self, loss: Any, b: int, what: str) -> torch.Tensor:
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 1 or loss.shape[0] != b:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise RendergradError(
-                f"objective {self.objective.name!r} returned {shape}; pair_loss() must return one value per point, [B]")
+                f"objective {self.objective.name!r} returned {shape}; {what} must return one value per image, [B]")
         return loss
 
     def _score_rendered(self, theta: torch.Tensor) -> torch.Tensor:
@@ -282,7 +279,6 @@ class BatchEvaluator:
             return self.score(self._render_in_bounds(theta))
         b = theta.shape[0]
         images = self._render_in_bounds(theta, copies=2, fraction=self.pair_fraction)
-        self._last_pair = images.detach().reshape(2, b, *images.shape[1:])[:, 0]
         return self.score_pairs(images[:b], images[b:])
 
     def __call__(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
