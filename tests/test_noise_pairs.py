@@ -128,3 +128,20 @@ def test_mitsuba_renders_a_fraction_of_its_samples():
     assert not torch.equal(full.render(theta), half.render(theta))
     with pytest.raises(ConfigError, match="fraction"):
         full.set_sample_fraction(0.0)
+
+
+def test_a_pair_loss_of_the_wrong_shape_is_a_clear_error():
+    class Scalar(rg.Objective):
+        name = "scalar-pairs"
+        unbiased = "auto"
+
+        def loss(self, images, target):
+            return ((images - target) ** 2).flatten(1).mean(1)
+
+        def pair_loss(self, first, second, target):
+            return ((first - target) * (second - target)).mean()   # one number, not one per point
+
+    r = ep.NoisyGain(size=4)
+    ev = BatchEvaluator(r, Scalar(), r.parameter_space(), TARGET[:4, :4])
+    with pytest.raises(rg.RendergradError, match=r"'scalar-pairs' returned \(\); pair_loss\(\) must return one value"):
+        ev(torch.tensor([[0.5], [0.7]], dtype=torch.float64))
