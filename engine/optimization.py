@@ -297,7 +297,6 @@ class Optimization(RunState):
                 self._snap = self._snapshot(deep=True)
             est, u_now = self._replay()
             if est is not None:
-                self._snap, self._answers = None, []
                 self._complete_step(est, u_now)
 
     def _replay(self) -> tuple[Estimate | None, torch.Tensor]:
@@ -327,7 +326,6 @@ class Optimization(RunState):
             self._snap = self._snapshot(deep=False)
         u_now = self.u.detach().clone()
         est = self.estimator.estimate(self.evaluator, u_now, self._ctx())
-        self._snap = None
         self._complete_step(est, u_now)
 
     def _gradient(self, est: Estimate, u_now: torch.Tensor) -> torch.Tensor:
@@ -371,6 +369,10 @@ class Optimization(RunState):
     def _complete_step(self, est: Estimate, u_now: torch.Tensor) -> None:
         grad = self._gradient(est, u_now)
         with deferred_interrupts():  # a Ctrl-C here: the step is taken and recorded, or not at all
+            # The step's start is forgotten only together with taking it: until then a checkpoint
+            # (at a Ctrl-C, or a failure) saves the state the step began from, not the estimator's
+            # and generator's state halfway through it.
+            self._snap, self._answers = None, []
             self._apply(grad, est.step)
             loss, best_u = float(est.loss), u_now
             record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders}
