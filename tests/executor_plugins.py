@@ -121,7 +121,9 @@ def pids_alive(pid_dir: str) -> list[int]:
     return alive
 
 
-def wait_gone(pid_dir: str, seconds: float = 10.0) -> list[int]:
+def wait_gone(pid_dir: str, seconds: float = 30.0) -> list[int]:
+    """Worker pids still alive after up to ``seconds`` (returns as soon as none is: on a loaded
+    machine a killed Ray actor's process takes more than 10 s to be reaped)."""
     deadline = time.monotonic() + seconds
     while True:
         alive = pids_alive(pid_dir)
