@@ -27,25 +27,18 @@ def objective(**options):
     return REG.create("objective", "mse", options)
 
 
-def test_the_plain_mse_is_minimised_away_from_the_target_and_the_pair_loss_is_not():
-    """CMA-ES at its defaults on the same renderer: the plain MSE ends near 0.6 / (1 + 1) = 0.3."""
+@pytest.mark.parametrize("estimator, settings", [
+    # CMA-ES at its defaults: the plain MSE ends near 0.6 / (1 + 1) = 0.3.
+    ("cma", {"steps": 1000, "max_renders": 400, "seed": 1}),
+    # Gradients too: d/dθ of (X₁ − T)(X₂ − T) averages to 2(E X − T)·dE X/dθ; of (X − T)², to
+    # that plus d Var X/dθ.
+    ("analytic", {"lr": 0.01, "steps": 300, "seed": 2}),
+])
+def test_the_plain_mse_is_minimised_away_from_the_target_and_the_pair_loss_is_not(estimator, settings):
     ends = {}
     for unbiased in (False, "auto"):
-        res = rg.optimize("noisy_gain", "mse", "cma", target=TARGET, renderer_options={"size": 16},
-                          objective_options={"unbiased": unbiased}, steps=1000, max_renders=400, seed=1,
-                          registry=REG, final_render=False)
-        ends[unbiased] = res.params["level"]
-    assert abs(ends[False] - 0.3) < 0.05, ends
-    assert abs(ends["auto"] - 0.6) < 0.03, ends
-
-
-def test_analytic_gradients_of_the_pair_loss_are_unbiased_too():
-    """d/dθ of (X₁ − T)(X₂ − T) averages to 2(E X − T)·dE X/dθ; of (X − T)², to that plus d Var X/dθ."""
-    ends = {}
-    for unbiased in (False, "auto"):
-        res = rg.optimize("noisy_gain", "mse", "analytic", target=TARGET, renderer_options={"size": 16},
-                          objective_options={"unbiased": unbiased}, lr=0.01, steps=300, seed=2,
-                          registry=REG, final_render=False)
+        res = rg.optimize("noisy_gain", "mse", estimator, target=TARGET, renderer_options={"size": 16},
+                          objective_options={"unbiased": unbiased}, registry=REG, final_render=False, **settings)
         ends[unbiased] = res.params["level"]
     assert abs(ends[False] - 0.3) < 0.05, ends
     assert abs(ends["auto"] - 0.6) < 0.03, ends
