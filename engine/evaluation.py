@@ -24,21 +24,22 @@ from .params import ParamSpace
 log = logging.getLogger("rendergrad.evaluation")
 
 
-def noise_pairs(objective: Objective, renderer: Renderer) -> tuple[bool, float]:
-    """Whether each point is scored from two independent renders, and each one's sample fraction.
+def noise_pairs(objective: Objective, renderer: Renderer) -> tuple[int, float]:
+    """How many independent renders score each point, and the sample fraction of each.
 
-    Pairs when the objective asks for them (``unbiased``) and has a ``pair_loss``, and the
-    renderer's images carry noise. ``"auto"`` pairs only when the renderer can halve its
-    samples, so a pair costs what one render costs; ``True`` pairs at full samples otherwise.
+    ``(1, 1.0)``: one render, the plain loss. Several when the objective asks for them
+    (``unbiased``) and has a ``pair_loss``, and the renderer's images carry noise: ``"auto"``
+    only when the renderer can lower its samples, so the ``k = objective.splits`` renders at
+    ``1/k`` of the samples cost one render; ``True`` otherwise renders two at full samples.
     """
     mode = getattr(objective, "unbiased", False)
     has_pair_loss = type(objective).pair_loss is not Objective.pair_loss
     if mode is False or not has_pair_loss or not getattr(renderer, "noisy", False):
-        return False, 1.0
-    halves = bool(getattr(renderer, "adjustable_samples", False))
-    if mode == "auto" and not halves:
-        return False, 1.0
-    return True, (0.5 if halves else 1.0)
+        return 1, 1.0
+    if getattr(renderer, "adjustable_samples", False):
+        k = int(getattr(objective, "splits", 2))
+        return k, 1.0 / k
+    return (1, 1.0) if mode == "auto" else (2, 1.0)
 
 
 def as_image_batch(images: Any, *, batch: int | None = None, who: str = "renderer") -> torch.Tensor:
@@ -99,11 +100,13 @@ class BatchEvaluator:
         # through float32 turns 0.85 into 0.8500000238418579, outside [0.15, 0.85]).
         self.render_dtype = torch.float64
         # Noisy renderer, objective biased by noise (MSE): two half-sample renders per point.
-        self.pairs, self.pair_fraction = noise_pairs(objective, renderer)
+        self.copies, self.pair_fraction = noise_pairs(objective, renderer)
+        self.pairs = self.copies > 1
         if self.pairs:
-            how = "at half the samples each (the cost of one)" if self.pair_fraction < 1 else "at full samples (two renders)"
-            log.info("objective %r scores two independent renders per point %s: unbiased under render noise "
-                     "(set the objective's unbiased = false for the plain value)", objective.name, how)
+            how = (f"at 1/{self.copies} of the samples each (the cost of one)" if self.pair_fraction < 1
+                   else "at full samples (two renders)")
+            log.info("objective %r scores %d independent renders per point %s: unbiased under render noise "
+                     "(set the objective's unbiased = false for the plain value)", objective.name, self.copies, how)
         objective.prepare(target)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -214,9 +217,9 @@ class BatchEvaluator:
                 return img[0], float(self.score(img)[0])
         before, seconds = self.renders, self.render_seconds
         with torch.no_grad():
-            images = self._render_in_bounds(self.space.clamp_theta(theta.reshape(1, -1)), copies=2,
+            images = self._render_in_bounds(self.space.clamp_theta(theta.reshape(1, -1)), copies=self.copies,
                                             fraction=self.pair_fraction)
-            loss, img = self.score_pairs(images[:1], images[1:]), images.mean(dim=0)
+            loss, img = self._score_copies(images, 1), images.mean(dim=0)
         self.extra_renders += self.renders - before
         self.renders, self.render_seconds = before, seconds
         return img, float(loss[0])
@@ -277,9 +280,15 @@ class BatchEvaluator:
         """Render ``theta`` (inside the bounds) and score it: one render, or a pair (:attr:`pairs`)."""
         if not self.pairs:
             return self.score(self._render_in_bounds(theta))
-        b = theta.shape[0]
-        images = self._render_in_bounds(theta, copies=2, fraction=self.pair_fraction)
-        return self.score_pairs(images[:b], images[b:])
+        images = self._render_in_bounds(theta, copies=self.copies, fraction=self.pair_fraction)
+        return self._score_copies(images, theta.shape[0])
+
+    def _score_copies(self, images: torch.Tensor, b: int) -> torch.Tensor:
+        """The mean ``pair_loss`` over every pair of the copies in ``images`` ``[copies·b, ...]``:
+        for the MSE, the unbiased ``((Σ aᵢ)² − Σ aᵢ²) / (k(k − 1))`` with ``aᵢ = Xᵢ − T``."""
+        copies = [images[i * b:(i + 1) * b] for i in range(self.copies)]
+        losses = [self.score_pairs(copies[i], copies[j]) for i in range(len(copies)) for j in range(i + 1, len(copies))]
+        return losses[0] if len(losses) == 1 else torch.stack(losses).mean(dim=0)
 
     def __call__(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
         if u.ndim == 1:

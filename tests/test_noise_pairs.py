@@ -72,16 +72,40 @@ def test_a_pair_costs_one_render_and_its_halves_have_their_own_seeds():
 
 def test_who_gets_pairs():
     gain = ep.NoisyGain()
-    assert noise_pairs(objective(), gain) == (True, 0.5)
-    assert noise_pairs(objective(unbiased=False), gain) == (False, 1.0)
-    assert noise_pairs(REG.create("objective", "l1", {}), gain) == (False, 1.0)   # no pair loss
+    assert noise_pairs(objective(), gain) == (2, 0.5)
+    assert noise_pairs(objective(splits=4), gain) == (4, 0.25)
+    assert noise_pairs(objective(unbiased=False), gain) == (1, 1.0)
+    assert noise_pairs(REG.create("objective", "l1", {}), gain) == (1, 1.0)   # no pair loss
     fixed = ep.NoisyGain(samples=False)           # noisy, but its samples are not adjustable
-    assert noise_pairs(objective(), fixed) == (False, 1.0)
-    assert noise_pairs(objective(unbiased=True), fixed) == (True, 1.0)
+    assert noise_pairs(objective(), fixed) == (1, 1.0)
+    assert noise_pairs(objective(unbiased=True), fixed) == (2, 1.0)
     toy = REG.create("renderer", "toy", {})       # deterministic: nothing to pair
-    assert noise_pairs(objective(unbiased=True), toy) == (False, 1.0)
+    assert noise_pairs(objective(unbiased=True), toy) == (1, 1.0)
     with pytest.raises(ConfigError, match="unbiased must be"):
         objective(unbiased="yes")
+    with pytest.raises(ConfigError, match="splits must be an integer >= 2"):
+        objective(splits=1)
+
+
+def test_four_splits_cost_one_render_and_average_every_pair():
+    r = ep.NoisyGain(size=4)
+    ev = BatchEvaluator(r, objective(splits=4), r.parameter_space(), TARGET[:4, :4])
+    u = torch.tensor([[0.3], [0.8]], dtype=torch.float64)
+    loss = ev(u)
+    assert ev.renders == 2 and ev.render_index == 8 and ev.render_batches == 4
+    assert r.fractions == [0.25] * 8
+    again = ep.NoisyGain(size=4)
+    again.set_sample_fraction(0.25)
+    theta, t = r.parameter_space().to_theta(u), TARGET[:4, :4]
+    a = []
+    for copy in range(4):
+        again.seek(2 * copy, copy)
+        a.append(again.render(theta) - t)
+    a = torch.stack(a)
+    by_hand = ((a.sum(0) ** 2 - (a ** 2).sum(0)) / 12).flatten(1).mean(1)
+    assert torch.allclose(loss, by_hand.to(loss.dtype), atol=1e-6)
+    img, _ = ev.preview_scored(theta[0])
+    assert ev.extra_renders == 1 and img.shape == (4, 4, 3)
 
 
 def test_full_sample_pairs_are_charged_two_renders():
