@@ -162,3 +162,22 @@ def test_a_pair_loss_of_the_wrong_shape_is_a_clear_error():
     ev = BatchEvaluator(r, Scalar(), r.parameter_space(), TARGET[:4, :4])
     with pytest.raises(rg.RendergradError, match=r"'scalar-pairs' returned \(\); pair_loss\(\) must return one value"):
         ev(torch.tensor([[0.5], [0.7]], dtype=torch.float64))
+
+
+def test_a_resumed_run_with_noise_pairs_is_bit_identical(tmp_path):
+    """Each half's place in the run (render index, batch) is restored, so the halves after a
+    resume get the same noise as in the uninterrupted run."""
+    from rendergrad.callbacks import Callback
+
+    class StopAt(Callback):
+        def on_step(self, *, record, **kw):
+            if record["step"] == 3:
+                raise KeyboardInterrupt
+
+    kw = dict(target=TARGET, renderer_options={"size": 16}, steps=8, seed=5, registry=REG, final_render=False)
+    full = rg.optimize("noisy_gain", "mse", "prdpt", checkpoint_dir=tmp_path / "a", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        rg.optimize("noisy_gain", "mse", "prdpt", checkpoint_dir=tmp_path / "b", callbacks=[StopAt()], **kw)
+    resumed = rg.optimize("noisy_gain", "mse", "prdpt", checkpoint_dir=tmp_path / "b", resume=True, **kw)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert resumed.params == full.params
