@@ -44,8 +44,11 @@ ABLATION_TASKS = ("box", "plateau", "toy")
 
 
 def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget: int,
-            task_kw: dict[str, Any]) -> dict[str, Any]:
-    """One run; returns its error curve ``[(renders, error), ...]`` and timing."""
+            task_kw: dict[str, Any], objective_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run; returns its error curve ``[(renders, error), ...]`` and timing.
+
+    ``objective_options`` go to the ``mse`` objective of every method alike (baselines too), so
+    that a change of objective is compared at equal footing."""
     torch.set_num_threads(1)
     import rendergrad as rg
     from rendergrad.callbacks import Callback
@@ -68,6 +71,7 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
             def on_step(self, *, record: dict[str, Any], u: torch.Tensor | None = None, **kw: Any) -> None:
                 track(record["evaluations"], u)
         rg.optimize(renderer, "mse", spec["estimator"], estimator_options=dict(spec["options"]),
+                    objective_options=objective_options,
                     target=target, target_params=task.target_params, init=task.init, lr=spec["lr"],
                     lr_decay=spec.get("lr_decay"), steps=budget, max_renders=budget, seed=seed,
                     callbacks=[Track()], final_render=False, optimizer=spec.get("optimizer", "adam"),
@@ -75,6 +79,7 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
     else:
         minimize(renderer, "mse", spec["method"], target=target, target_params=task.target_params,
                  init=task.init, budget=budget, seed=seed, options=dict(spec["options"]),
+                 objective_options=objective_options,
                  on_step=lambda rec, u: track(rec["evaluations"], u), final_render=False)
     wall = time.perf_counter() - t0
     return {"task": task_name, "method": method, "seed": seed, "curve": curve, "wall": wall}
@@ -225,10 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=ESTIMATOR:{JSON}",
                     help="an extra method on every task, e.g. 'iso=prdpt:{\"covariance\": \"isotropic\"}' "
                          "(an estimator with options at the default lr; `cma`/`NGOpt` run as baselines); repeatable")
+    ap.add_argument("--objective-options", default="", metavar="JSON",
+                    help="options for the mse objective of every method, e.g. '{\"splits\": 4}' or "
+                         "'{\"unbiased\": false}' (default: the objective's defaults)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the runs already recorded in OUT/runs.jsonl (each run is appended there as it "
                          "ends) and run only the missing ones")
     args = ap.parse_args(argv)
+    import json
+    try:
+        objective_options = json.loads(args.objective_options) if args.objective_options else None
+    except json.JSONDecodeError as e:
+        ap.error(f"--objective-options is not JSON ({e})")
 
     from benchmarks.tasks import get_task
     seeds = args.seeds or (2 if args.quick else 3)
@@ -249,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             if wanted and method not in wanted:
                 continue
             for seed in range(seeds):
-                jobs.append((name, method, spec, seed, budget, kw))
+                jobs.append((name, method, spec, seed, budget, kw, objective_options))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, jobs = _recorded(out / "runs.jsonl", jobs, args.resume)
