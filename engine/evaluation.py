@@ -20,6 +20,7 @@ from .errors import RendererFailure, RendererOutputError, RendergradError
 from .executors import Executor, LocalExecutor, RenderTask
 from .interfaces import Objective, Renderer
 from .params import ParamSpace
+from .samples import SampleSchedule
 
 log = logging.getLogger("rendergrad.evaluation")
 
@@ -40,6 +41,16 @@ def noise_pairs(objective: Objective, renderer: Renderer) -> tuple[int, float]:
         k = int(getattr(objective, "splits", 2))
         return k, 1.0 / k
     return (1, 1.0) if mode == "auto" else (2, 1.0)
+
+
+def sample_schedule(objective: Objective, renderer: Renderer, copies: int,
+                    pair_fraction: float) -> SampleSchedule | None:
+    """A :class:`SampleSchedule` when the objective asks for one (``samples = "adaptive"``) and can
+    have it: split renders (their spread is the noise measure) on a renderer that lowers samples."""
+    if getattr(objective, "samples", "full") != "adaptive" or copies < 2 or pair_fraction >= 1.0:
+        return None
+    floor = copies * float(getattr(renderer, "min_sample_fraction", 1.0 / 16))
+    return SampleSchedule(min(1.0, floor))
 
 
 def as_image_batch(images: Any, *, batch: int | None = None, who: str = "renderer") -> torch.Tensor:
@@ -87,6 +98,7 @@ class BatchEvaluator:
         self.check_finite = check_finite
         self.clamp = clamp
         self.renders = 0          # renders spent by the optimization (what budgets count)
+        self.cost = 0.0           # the same in full-sample renders (less under a sample schedule)
         self.extra_renders = 0    # target, snapshots, final image: reported, not optimization cost
         self.render_seconds = 0.0
         self.image_shape: tuple[int, ...] | None = None
@@ -107,6 +119,10 @@ class BatchEvaluator:
                    else "at full samples (two renders)")
             log.info("objective %r scores %d independent renders per point %s: unbiased under render noise "
                      "(set the objective's unbiased = false for the plain value)", objective.name, self.copies, how)
+        self.schedule = sample_schedule(objective, renderer, self.copies, self.pair_fraction)
+        if self.schedule is not None:
+            log.info("samples per pixel adapt to the run: from %.3g of the renderer's samples, doubled while render "
+                     "noise rivals the spread of the losses, halved while it is small", self.schedule.floor)
         objective.prepare(target)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -119,13 +135,16 @@ class BatchEvaluator:
         # The contract with every renderer: float64, inside the declared bounds exactly.
         return self._render_in_bounds(self.space.clamp_theta(theta))
 
-    def _render_in_bounds(self, theta: torch.Tensor, *, copies: int = 1, fraction: float = 1.0) -> torch.Tensor:
+    def _render_in_bounds(self, theta: torch.Tensor, *, copies: int = 1, fraction: float = 1.0,
+                          quality: float = 1.0) -> torch.Tensor:
         """:meth:`render_theta` for ``[B, n]`` float64 already inside the bounds (from :meth:`theta_of`,
         whose map clamps): the clamp is not done twice on the per-step path.
 
         ``copies`` renders every row that many times, each copy its own batch (so its own seeds
         even under common random numbers), at ``fraction`` of the samples: ``[copies·B, H, W, C]``.
         A render is charged at its fraction, so two half-sample copies cost one render.
+        ``quality`` (from a :class:`SampleSchedule`) lowers the samples further; it is not a
+        render count: :attr:`renders` still counts the points, :attr:`cost` the samples spent.
         """
         chunks = [theta] if not self.max_batch or theta.shape[0] <= self.max_batch \
             else list(torch.split(theta, self.max_batch))
@@ -134,7 +153,7 @@ class BatchEvaluator:
         tasks, index = [], self.render_index
         for _ in range(copies):
             for chunk in chunks:
-                tasks.append(RenderTask(chunk, index, self.render_batches, fraction))
+                tasks.append(RenderTask(chunk, index, self.render_batches, fraction * quality))
                 index += chunk.shape[0]
             self.render_batches += 1
         self.render_index = index
@@ -150,16 +169,23 @@ class BatchEvaluator:
                 f"{type(e).__name__}: {e}") from e
         self.render_seconds += time.perf_counter() - t0
         out = [self.validate(raw, chunk, who=f"renderer {self.renderer.name!r}") for chunk, raw in zip(chunks, raws)]
-        self.renders += theta.shape[0] * copies if fraction == 1.0 else int(round(theta.shape[0] * copies * fraction))
+        charged = theta.shape[0] * copies if fraction == 1.0 else int(round(theta.shape[0] * copies * fraction))
+        self.renders += charged
+        self.cost += charged * quality
         return out[0] if len(out) == 1 else torch.cat(out)
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         """Where the run is in its sequence of images: what a resumed run must continue from."""
-        return {"render_index": self.render_index, "render_batches": self.render_batches}
+        state: dict[str, Any] = {"render_index": self.render_index, "render_batches": self.render_batches}
+        if self.schedule is not None:
+            state["samples"] = self.schedule.state_dict()
+        return state
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.render_index = int(state.get("render_index", self.renders + self.extra_renders))
         self.render_batches = int(state.get("render_batches", 0))
+        if self.schedule is not None and "samples" in state:
+            self.schedule.load_state_dict(state["samples"])
 
     def validate(self, raw: Any, theta: torch.Tensor, *, who: str) -> torch.Tensor:
         """Check images for ``theta`` (count, shape, same size as before, finite); return ``[B,H,W,C]``.
@@ -198,11 +224,11 @@ class BatchEvaluator:
 
         Counted in ``extra_renders`` so budgets and render-count comparisons stay honest.
         """
-        before, seconds = self.renders, self.render_seconds
+        before, cost, seconds = self.renders, self.cost, self.render_seconds
         with torch.no_grad():
             img = self.render_theta(theta)
         self.extra_renders += self.renders - before
-        self.renders, self.render_seconds = before, seconds
+        self.renders, self.cost, self.render_seconds = before, cost, seconds
         return img
 
     def preview_scored(self, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -215,13 +241,13 @@ class BatchEvaluator:
             img = self.preview(theta.reshape(1, -1))
             with torch.no_grad():
                 return img[0], float(self.score(img)[0])
-        before, seconds = self.renders, self.render_seconds
+        before, cost, seconds = self.renders, self.cost, self.render_seconds
         with torch.no_grad():
             images = self._render_in_bounds(self.space.clamp_theta(theta.reshape(1, -1)), copies=self.copies,
                                             fraction=self.pair_fraction)
             loss, img = self._score_copies(images, 1), images.mean(dim=0)
         self.extra_renders += self.renders - before
-        self.renders, self.render_seconds = before, seconds
+        self.renders, self.cost, self.render_seconds = before, cost, seconds
         return img, float(loss[0])
 
     def theta_of(self, u: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
@@ -276,12 +302,22 @@ class BatchEvaluator:
                 f"objective {self.objective.name!r} returned {shape}; {what} must return one value per image, [B]")
         return loss
 
-    def _score_rendered(self, theta: torch.Tensor) -> torch.Tensor:
-        """Render ``theta`` (inside the bounds) and score it: one render, or a pair (:attr:`pairs`)."""
+    def _score_rendered(self, theta: torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
+        """Render ``theta`` (inside the bounds) and score it: one render, or a pair (:attr:`pairs`).
+
+        Forward batches follow the :attr:`schedule` when there is one, and feed it their spreads;
+        gradients through the renderer always use every sample."""
         if not self.pairs:
             return self.score(self._render_in_bounds(theta))
-        images = self._render_in_bounds(theta, copies=self.copies, fraction=self.pair_fraction)
-        return self._score_copies(images, theta.shape[0])
+        adapt = self.schedule is not None and not differentiable
+        images = self._render_in_bounds(theta, copies=self.copies, fraction=self.pair_fraction,
+                                        quality=self.schedule.fraction if adapt else 1.0)
+        b = theta.shape[0]
+        scores = self._score_copies(images, b)
+        if adapt:
+            own = torch.stack([self.score(images[i * b:(i + 1) * b]) for i in range(self.copies)])
+            self.schedule.update(own.detach(), scores.detach())
+        return scores
 
     def _score_copies(self, images: torch.Tensor, b: int) -> torch.Tensor:
         """The mean ``pair_loss`` over every pair of the copies in ``images`` ``[copies·b, ...]``:
@@ -294,6 +330,6 @@ class BatchEvaluator:
         if u.ndim == 1:
             u = u.unsqueeze(0)
         if differentiable:
-            return self._score_rendered(self.theta_of(u, differentiable=True))
+            return self._score_rendered(self.theta_of(u, differentiable=True), differentiable=True)
         with torch.no_grad():  # one context for the whole forward path, not one per layer
             return self._score_rendered(self._theta_no_grad(u)).detach()

@@ -70,6 +70,9 @@ class Renderer(Plugin):
     # :meth:`Objective.pair_loss`), at the cost of one.
     noisy: bool = False
     adjustable_samples: ClassVar[bool] = False
+    # The smallest fraction set_sample_fraction renders honestly (one sample per pixel: 1/spp).
+    # A sample schedule (the objective's ``samples = "adaptive"``) never goes below it.
+    min_sample_fraction: float = 1.0 / 16
 
     @abstractmethod
     def parameter_space(self) -> ParamSpace:

@@ -376,6 +376,8 @@ class Optimization(RunState):
             self._apply(grad, est.step)
             loss, best_u = float(est.loss), u_now
             record = {"step": self.step, "loss": loss, "evaluations": self.evaluator.renders}
+            if self.evaluator.schedule is not None:  # samples per pixel follow the run: what they cost
+                record.update(cost=self.evaluator.cost, sample_fraction=self.evaluator.schedule.fraction)
             if u_now.ndim == 2:  # a population: the best candidate's parameters, every candidate's loss
                 extra, row = pop.record(self.space, u_now, pop.candidate_losses(est, u_now.shape[0]))
                 loss, best_u = extra["losses"][row], u_now[row]

@@ -37,7 +37,7 @@ class RunState:
             "renderer": snap.get("renderer") or self.renderer.state_dict(),
             "generator": snap.get("generator", self.gen.get_state()),
             "torch_rng": snap.get("torch_rng", torch.get_rng_state()),
-            "history": self.history, "renders": ev.renders, "render_seconds": ev.render_seconds,
+            "history": self.history, "renders": ev.renders, "cost": ev.cost, "render_seconds": ev.render_seconds,
             "extra_renders": ev.extra_renders, "elapsed": self.elapsed(),
             "evaluator": snap.get("evaluator") or ev.state_dict(),
             "best_loss": self.best["loss"], "best_u": self.best["u"], "best_step": self.best["step"],
@@ -73,6 +73,7 @@ class RunState:
         ev = self.evaluator
         self.step, self.history = state["step"], state["history"]
         ev.renders, ev.render_seconds = state["renders"], state["render_seconds"]
+        ev.cost = float(state.get("cost", ev.renders))
         ev.extra_renders = state.get("extra_renders", ev.extra_renders)
         ev.load_state_dict(state.get("evaluator", {}))
         self._elapsed_before, self._t0 = state["elapsed"], time.perf_counter()

@@ -33,18 +33,24 @@ class MSE(Objective):
     samples instead (still one render's cost) and averages the pair loss over every pair: nearer
     the plain MSE's precision (per-pixel variance ``2k/(k − 1)·σ⁴`` near the optimum, against
     ``4σ⁴`` for a pair and ``2σ⁴`` for the plain value), at ``k`` render calls per point.
+    ``samples = "adaptive"`` lets the samples per pixel follow the run (few while the estimator's
+    spread of losses dwarfs render noise, all of them near the optimum; see
+    :mod:`rendergrad.samples`); ``"full"`` renders every point at the renderer's samples.
     """
 
     name = "mse"
     unbiased = "auto"
     splits = 2
+    samples = "full"
 
-    def __init__(self, unbiased: bool | str = "auto", splits: int = 2):
+    def __init__(self, unbiased: bool | str = "auto", splits: int = 2, samples: str = "full"):
         if unbiased not in (True, False, "auto"):
             raise ConfigError(f"objective 'mse': unbiased must be true, false or \"auto\", got {unbiased!r}")
         if isinstance(splits, bool) or not isinstance(splits, int) or splits < 2:
             raise ConfigError(f"objective 'mse': splits must be an integer >= 2, got {splits!r}")
-        self.unbiased, self.splits = unbiased, splits
+        if samples not in ("full", "adaptive"):
+            raise ConfigError(f"objective 'mse': samples must be \"full\" or \"adaptive\", got {samples!r}")
+        self.unbiased, self.splits, self.samples = unbiased, splits, samples
 
     def loss(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         t = check_target(self.name, images, target)

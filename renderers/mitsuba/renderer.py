@@ -69,6 +69,7 @@ class MitsubaRenderer(Renderer):
         self.seed, self.seed_mode = int(seed), seed_mode
         self.noisy = seed_mode != "fixed"  # a fixed seed renders the same image every time
         self._fraction = 1.0
+        self.min_sample_fraction = 1.0 / self.spp  # one sample per pixel
         self.sensor_index = int(sensor)
         self._counter = 0
         mi = activate(self.variant)
