@@ -63,16 +63,17 @@ def first(curve: list[list[float]], level: float) -> list[float] | None:
     return None
 
 
-def levels_of(runs: list[dict[str, Any]]) -> list[float]:
-    """Error levels worth a row: the success threshold, then decades down to the best error reached."""
+def levels_of(runs: list[dict[str, Any]], extra: list[float] = ()) -> list[float]:
+    """Error levels worth a row: the success threshold, then decades down to the best error
+    reached, and any ``extra`` levels asked for."""
     best = min(row[3] for r in runs for row in r["curve"])
     levels = [runs[0]["success"]]
     while levels[-1] / 10 >= best:
         levels.append(levels[-1] / 10)
-    return levels
+    return sorted(set(levels) | set(extra), reverse=True)
 
 
-def table(runs: list[dict[str, Any]]) -> list[str]:
+def table(runs: list[dict[str, Any]], extra_levels: list[float] = ()) -> list[str]:
     lines: list[str] = []
     for task in sorted({r["task"] for r in runs}):
         rs = [r for r in runs if r["task"] == task]
@@ -80,7 +81,7 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
         lines += [f"### {task} (PRDPT defaults, {len(seeds)} seed(s), {rs[0]['budget']} renders)", "",
                   "| error ≤ | full: renders / cost / s | adaptive: renders / cost / s | seconds, adaptive ÷ full |",
                   "|---|---|---|---|"]
-        for level in levels_of(rs):
+        for level in levels_of(rs, extra_levels):
             cells, secs = [], {}
             for mode in MODES:
                 hits = [first(r["curve"], level) for r in rs if r["samples"] == mode]
@@ -129,12 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--budget", type=int, default=None, help="renders per run (default: the task's)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--levels", default="", help="extra error levels for the table, comma-separated")
+    ap.add_argument("--table-only", action="store_true", help="re-write the table from OUT/runs.json, no runs")
     args = ap.parse_args(argv)
     from benchmarks.tasks import get_task
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for name in [t for t in args.tasks.split(",") if t]:
+    extra = [float(x) for x in args.levels.split(",") if x]
+    runs = json.loads((out / "runs.json").read_text()) if args.table_only else []
+    for name in ([] if args.table_only else [t for t in args.tasks.split(",") if t]):
         budget = args.budget or get_task(name).budget
         for seed in range(args.seeds):
             for mode in MODES:
@@ -143,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name} {mode:<8} seed {seed}: error {end[3]:.3g}, {end[0]:.0f} renders, "
                       f"cost {end[1]:.0f}, {end[2]:.0f} s", flush=True)
                 runs.append(r)
-    (out / "runs.json").write_text(json.dumps(runs))
+    if not args.table_only:
+        (out / "runs.json").write_text(json.dumps(runs))
     cmd = "python -m benchmarks samples " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.table_only:
+        cmd += "` (the table of the runs in runs.json; their command: `" + " ".join(runs[0].get("command", "?").split())
+    for r in runs:
+        r.setdefault("command", cmd)
     lines = ["# Samples per pixel that follow the run", "", f"Command: `{cmd.strip()}`", "",
              "Cost: renders weighted by their share of the renderer's samples (a half-sample render costs "
              "half). Medians over seeds; a cell reads renders / cost / seconds (runs that got there / runs).",
-             ""] + table(runs) + ["![samples](samples.png)", ""]
+             ""] + table(runs, extra) + ["![samples](samples.png)", ""]
     plot(runs, out / "samples.png")
     (out / "samples.md").write_text("\n".join(lines))
     print("\n".join(lines))
