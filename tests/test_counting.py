@@ -64,7 +64,12 @@ def test_resume_through_a_renderer_with_per_render_seeds_is_bit_identical(tmp_pa
     scene = {
         "type": "scene",
         "sensor": {"type": "perspective", "fov": 45, "to_world": {"look_at": {"origin": [0, 0, 3], "target": [0, 0, 0]}},
-                   "film": {"type": "hdrfilm", "width": 8, "height": 6}},
+                   # A box filter: with the default Gaussian one, Mitsuba splats each sample into
+                   # neighbouring pixels in parallel, and the order of those float32 additions (so
+                   # the last bit of a pixel) varied between otherwise identical renders in 8 of
+                   # 100 repeats of this test, in the full run as often as in the resumed one; with
+                   # a box filter, 0 of 100.
+                   "film": {"type": "hdrfilm", "width": 8, "height": 6, "rfilter": {"type": "box"}}},
         "wall": {"type": "rectangle", "bsdf": {"type": "diffuse", "reflectance": {"type": "rgb", "value": [0.5] * 3}}},
         "lamp": {"type": "point", "position": [0.3, 0.2, 2.5], "intensity": {"type": "rgb", "value": [8.0] * 3}},
     }
@@ -72,11 +77,7 @@ def test_resume_through_a_renderer_with_per_render_seeds_is_bit_identical(tmp_pa
                                 "params": [{"name": "albedo", "key": "wall.bsdf.reflectance.value",
                                             "low": 0.05, "high": 0.95}]},
               target_params={"albedo": [0.7, 0.3, 0.5]}, estimator_options={"samples": 2, "schedule": "constant"},
-              # The plain MSE, one render per point: with the default noise pairs (1 spp each
-              # here) one resumed run in a fresh clone differed from the full run by one float32
-              # ulp in one step's loss, cause not found yet; this test is about the seed counter.
-              objective_options={"unbiased": False},
-              steps=6, lr=0.05, seed=4)
+              steps=6, lr=0.05, seed=4)   # the default objective: noise pairs, one sample per pixel each
     full = rg.optimize("mitsuba", "mse", "prdpt", checkpoint_dir=tmp_path / "a", **kw)
     with pytest.raises(KeyboardInterrupt):
         rg.optimize("mitsuba", "mse", "prdpt", checkpoint_dir=tmp_path / "b", callbacks=[StopAt(2)], **kw)
