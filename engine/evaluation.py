@@ -111,7 +111,7 @@ class BatchEvaluator:
         # What render() receives: float64, so a value at a bound is the bound itself (a trip
         # through float32 turns 0.85 into 0.8500000238418579, outside [0.15, 0.85]).
         self.render_dtype = torch.float64
-        # Noisy renderer, objective biased by noise (MSE): two half-sample renders per point.
+        # Noisy renderer, objective biased by noise (MSE): k renders at 1/k of the samples per point.
         self.copies, self.pair_fraction = noise_pairs(objective, renderer)
         self.pairs = self.copies > 1
         if self.pairs:
@@ -315,8 +315,7 @@ class BatchEvaluator:
         b = theta.shape[0]
         scores = self._score_copies(images, b)
         if adapt:
-            own = torch.stack([self.score(images[i * b:(i + 1) * b]) for i in range(self.copies)])
-            self.schedule.update(own.detach(), scores.detach())
+            self.schedule.update(self.score(images).detach().reshape(self.copies, b), scores.detach())
         return scores
 
     def _score_copies(self, images: torch.Tensor, b: int) -> torch.Tensor:
