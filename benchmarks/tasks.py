@@ -18,7 +18,8 @@ function value; the objective compares it with a zero image, so the loss is the 
    exactly zero while the disc does not overlap its target), (0.25, 0.75) → (0.7, 0.3);
    error = Euclidean parameter distance.
 5. ``led``: an LED-style display of binary segments (integer parameters in {0, 1}); error =
-   fraction of wrong segments.
+   fraction of wrong segments.  ``led336``: the 336-segment display, success at ≤ 1 % wrong (the
+   ZeroGrads criterion) where ``led`` asks for every segment right.
 6. ``texture``: a 64×64×3 texture (12,288 parameters) seen through the toy renderer;
    error = texture MSE.
 """
@@ -255,13 +256,15 @@ def plateau_task() -> Task:
         })
 
 
-def led_task(segments: int = 64) -> Task:
+def led_task(segments: int = 64, success: float | None = None) -> Task:
+    """``success`` defaults to every segment right; ``led336`` (the ZeroGrads display: 12 panels of
+    28 segments) uses the paper's criterion, at most 1 % of the segments wrong."""
     pattern = (torch.rand(segments, generator=torch.Generator().manual_seed(1234)) < 0.5).double()
     return Task(
         name="led", description=f"LED display, {segments} binary segments, all off at the start",
         make_renderer=lambda: LEDRenderer(segments), target_params={"on": pattern.tolist()},
         error=lambda th: float((torch.round(th) != pattern).double().mean()),
-        budget=2000, quick_budget=1000, success=0.5 / segments,
+        budget=2000, quick_budget=1000, success=0.5 / segments if success is None else success,
         methods={
             "spsa": _gd("spsa", 0.05, 0.2, c=0.3),
             "prdpt": _gd("prdpt", 0.05, 0.2, sigma=0.3, sigma_step=False),
@@ -488,6 +491,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "box": lambda: with_defaults(box_task()), "toy": lambda: with_defaults(toy_task()),
     "rosenbrock": lambda: with_defaults(rosenbrock_task()), "plateau": lambda: with_defaults(plateau_task()),
     "led": lambda **kw: with_defaults(led_task(**kw)), "texture": texture_task,
+    "led336": lambda: with_defaults(led_task(336, success=0.01)),
     **{name: (lambda name=name: mixed_task(name)) for name in MIXED},
     **{name: (lambda name=name: paper_task(name)) for name in PAPER},
 }

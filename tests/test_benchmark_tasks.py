@@ -103,6 +103,17 @@ def test_estimator_benchmark_end_to_end(tmp_path):
     row = next(line for line in table.read_text().splitlines() if line.startswith("| toy"))
     assert row.count("/2)") >= 2 or "(0/2)" in row            # prdpt and cma cells, 2 seeds each
     assert "met" in row or "missed" in row
+    ert_row = [line for line in table.read_text().splitlines() if line.startswith("| toy")][1]
+    assert ert_row.count("|") == 5                             # task, prdpt, cma, ours / CMA-ES
+
+
+def test_expected_renders_charge_failures_their_budget():
+    from benchmarks.defaults_table import expected_renders
+    runs = [{"curve": [[10, 1.0], [50, 0.001]], "budget": 100},     # solved at 50
+            {"curve": [[10, 1.0], [100, 0.5]], "budget": 100},      # failed: all 100 renders count
+            {"curve": [[10, 1.0], [30, 0.0]], "budget": 100}]       # solved at 30
+    assert expected_renders(runs, 0.01) == (50 + 100 + 30) / 2
+    assert expected_renders(runs[1:2], 0.01) == float("inf")
 
 
 def test_texture_methods_run_with_their_own_optimizer():
