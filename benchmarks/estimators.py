@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks estimators", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, smaller budgets, no ablations")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; 2 with --quick)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds FIRST .. FIRST+N-1 (default 0): check a setting chosen on seeds 0-9 on "
+                         "seeds it was not chosen on, e.g. --first-seed 10 --seeds 20")
     ap.add_argument("--tasks", default=",".join(["box", "toy", "rosenbrock", "plateau", "mixed_lamp", "mixed_pose",
                                                  "mixed_two_lights", "led", "texture"]))
     ap.add_argument("--methods", default="", help="comma-separated subset of methods (default: all)")
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         for method, spec in methods.items():
             if wanted and method not in wanted:
                 continue
-            for seed in range(seeds):
+            for seed in range(args.first_seed, args.first_seed + seeds):
                 jobs.append((name, method, spec, seed, budget, kw, objective_options))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,19 @@ def test_estimator_benchmark_end_to_end(tmp_path):
     assert ert_row.count("|") == 5                             # task, prdpt, cma, ours / CMA-ES
 
 
+def test_first_seed_runs_held_out_seeds(tmp_path):
+    """--first-seed 3 --seeds 2 runs seeds 3 and 4, and seed 3 repeats what a run from seed 0 gave it."""
+    import json
+    assert bench.main(["--tasks", "toy", "--methods", "prdpt", "--seeds", "2", "--first-seed", "3", "--budget", "60",
+                       "--jobs", "1", "--out", str(tmp_path / "held")]) == 0
+    held = [json.loads(x) for x in (tmp_path / "held" / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in held) == [3, 4]
+    assert bench.main(["--tasks", "toy", "--methods", "prdpt", "--seeds", "4", "--budget", "60",
+                       "--jobs", "1", "--out", str(tmp_path / "all")]) == 0
+    full = {r["seed"]: r for r in map(json.loads, (tmp_path / "all" / "runs.jsonl").read_text().splitlines())}
+    assert full[3]["curve"] == next(r for r in held if r["seed"] == 3)["curve"]
+
+
 def test_expected_renders_charge_failures_their_budget():
     from benchmarks.defaults_table import expected_renders
     runs = [{"curve": [[10, 1.0], [50, 0.001]], "budget": 100},     # solved at 50
