@@ -53,6 +53,15 @@ Measured at the defaults, 10 seeds: the toy's local minimum 10/10 seeds solved (
 plateau 6/10 (4/10), box 6/10 (same), Rosenbrock² 8/10 (9/10). ``restarts = false`` turns them
 off; ``restarts = { sigma_fraction = 0.03, min_left = 0.2, window = 10, progress = 0.1 }`` tunes them.
 
+``elite`` (off by default; 0.1 is the measured setting): when a step's best sample beats every
+loss the estimator has seen in this basin by more than that fraction, the step jumps to it instead
+of taking the smoothed-gradient step. Why: the smoothed gradient moves half a kernel width towards
+a sample that landed in the basin, and with σ still wide the next steps carry it across and out
+again (the box task: a run crossing the target three times in its first 60 steps); an evolution
+strategy keeps the better point. Measured at 600 renders on held-out seeds 10–59: box 38/50 in a
+median of 152 renders (without: 36/50, 224), toy 50/50 in 39 (76), Rosenbrock² 46/50 in 311
+(43/50, 368), plateau 31/50 in 242 (34/50, 265). ``elite = 0`` turns it off.
+
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
 reports ``f(u)`` exactly.
@@ -142,7 +151,8 @@ class PRDPT(GradientEstimator):
                  transform: str = "none", bounds: str | None = None, sigma_max: float = 0.3,
                  normalize: bool | None = None, step: float = 0.5, adapt: dict[str, float] | None = None,
                  reflect_margin: float = 0.05, covariance: str | None = None,
-                 shape: dict[str, float] | None = None, restarts: bool | dict[str, float] | None = None):
+                 shape: dict[str, float] | None = None, restarts: bool | dict[str, float] | None = None,
+                 elite: float = 0.0):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
@@ -198,6 +208,11 @@ class PRDPT(GradientEstimator):
         # forward-only renderers up front.
         self.requires_differentiable = mode == "reparam"
         self.transform, self.bounds = transform, bounds
+        if not (isinstance(elite, (int, float)) and 0.0 <= float(elite) < 1.0):
+            raise ConfigError(f"prdpt: elite (how much a sample must beat the best loss seen, as a fraction, "
+                              f"for the step to jump to it) must be in [0, 1), got {elite!r}; 0 turns it off")
+        self.elite = float(elite)
+        self.best_seen = math.inf   # the lowest sampled loss in this basin (elite jumps)
         self.loss_scale: float | None = None     # the log transform's unit, fixed at the first step
         self.scales: torch.Tensor | None = None
 
@@ -209,6 +224,7 @@ class PRDPT(GradientEstimator):
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
         self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
         self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
+        self.best_seen = math.inf
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -218,7 +234,7 @@ class PRDPT(GradientEstimator):
         return torch.log(losses.clamp_min(0.0) / self.loss_scale + 1e-12)
 
     def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"loss_scale": self.loss_scale}
+        out: dict[str, Any] = {"loss_scale": self.loss_scale, "best_seen": self.best_seen}
         if self.adaptive is not None:
             out["adaptive"] = self.adaptive.state_dict()
         if self.shape is not None:
@@ -229,6 +245,7 @@ class PRDPT(GradientEstimator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss_scale = state.get("loss_scale") if state else None
+        self.best_seen = float(state.get("best_seen", math.inf)) if state else math.inf
         if self.adaptive is not None and state and "adaptive" in state:
             self.adaptive.load_state_dict(state["adaptive"])
         if self.shape is not None and state and "shape" in state:
@@ -262,7 +279,21 @@ class PRDPT(GradientEstimator):
                 self.adaptive.load_state_dict({"sigma": new_sigma, "path": None})
                 if self.shape is not None:
                     self.shape.reset()
+                self.best_seen = math.inf
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
+
+    def _elite_jump(self, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
+        """The move to this step's best sample when it beats the best loss seen by ``elite``, else None."""
+        if not self.elite:
+            return None
+        i = int(torch.argmin(losses))
+        low = float(losses[i])
+        jump = None
+        if math.isfinite(self.best_seen) and low < self.best_seen - self.elite * abs(self.best_seen) \
+                and not self.adaptive.is_flat(losses):
+            jump = points[i] - u
+        self.best_seen = min(self.best_seen, low)
+        return jump
 
     # -- the estimator ---------------------------------------------------------------------
     def _sigmas(self, n: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
@@ -320,6 +351,7 @@ class PRDPT(GradientEstimator):
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
         flat = self.adaptive.is_flat(losses) if self.adaptive is not None else False
+        jump = self._elite_jump(losses, points_at, u0) if self.adaptive is not None and self.mode == "score" else None
         if self.normalize:
             norm = float(torch.linalg.vector_norm(grad))
             grad = grad * (math.sqrt(n) / norm) if norm > 0 and math.isfinite(norm) else torch.zeros_like(grad)
@@ -335,6 +367,8 @@ class PRDPT(GradientEstimator):
             step = torch.zeros_like(grad) if flat or not norm > 0 else \
                 -self.step * sig * direction * (math.sqrt(n) / norm)
             self.adaptive.update(direction, flat=flat)
+            if jump is not None:
+                step = jump
         elif self.sigma_step:
             # Scale by σ/σ₀: Adam's step is lr · m/√v with v remembering past magnitudes, so the
             # steps shrink as the kernel narrows — the parameters settle to the resolution the
@@ -357,6 +391,7 @@ class PRDPT(GradientEstimator):
         z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
         _, points_at = self._points(u, shape.apply(z) * sig, sig * shape.axis_scales)
         losses = loss_fn(points_at).detach().to(u.dtype)
+        jump = self._elite_jump(losses, points_at, u)
         diff = self._differences(self._transformed(losses), m)
         g_z = (diff[:, None] * z).mean(0) / sigma                 # ∂/∂z of the smoothed loss, z whitened
         grad = (g_z @ shape.A_inv) / sig                          # the same gradient in u
@@ -378,6 +413,8 @@ class PRDPT(GradientEstimator):
                 self.adaptive.update(d)
         elif flat:
             self.adaptive.update(g_z, flat=True)
+        if jump is not None:
+            step = jump
         return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u)
 
 

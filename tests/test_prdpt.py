@@ -243,3 +243,46 @@ def test_resume_continues_bit_identically(tmp_path, plateau_scene):
     resumed = rg.optimize("toy", "mse", "prdpt", steps=30, checkpoint_dir=tmp_path, resume=True, **kw)
     assert torch.equal(full.u, resumed.u)
     assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+
+
+def test_elite_jumps_to_a_sample_that_beats_every_loss_seen():
+    """With ``elite`` the step moves onto a sample far better than anything seen in the basin;
+    without, or when the sample is only a little better, it is the smoothed-gradient step."""
+    renderer = Poly(n=2, center=0.8)
+    space = renderer.parameter_space()
+    u = torch.tensor([0.3, 0.3], dtype=torch.float64)
+
+    def first_step(elite, best_seen=None):
+        est = PRDPT(elite=elite)
+        est.setup(space, 50)
+        if best_seen is not None:
+            est.best_seen = best_seen
+        ev = evaluator(renderer)
+        out = est.estimate(ev, u.clone(), StepContext(0, 50, torch.Generator().manual_seed(4)))
+        return out.step, ev
+
+    def f(x):
+        return float(renderer.render(x.unsqueeze(0)).flatten())
+
+    plain, _ = first_step(0.0)
+    assert torch.allclose(first_step(0.1)[0], plain)          # nothing seen yet: no jump
+    jumped, _ = first_step(0.1, best_seen=10.0)
+    # the step lands exactly on the better of the two samples rendered
+    assert not torch.allclose(plain, jumped)
+    assert f(u + jumped) < f(u - jumped)                       # the better of the antithetic pair
+    # half a kernel width is 0.5·σ·√n ≈ 0.07 here; the jump is the sample's full offset
+    assert float(torch.linalg.vector_norm(plain)) == pytest.approx(0.5 * 0.1 * math.sqrt(2))
+    # a sample that does not beat the best loss seen by 10 % is no reason to jump
+    again, _ = first_step(0.1, best_seen=1e-9)
+    assert torch.allclose(again, plain)
+
+
+def test_elite_state_survives_a_checkpoint(tmp_path, plateau_scene):
+    target = {"x": 0.7, "y": 0.3}
+    kw = dict(renderer_options=plateau_scene, target_params=target, seed=5, estimator_options={"elite": 0.1})
+    full = rg.optimize("toy", "mse", "prdpt", steps=40, **kw)
+    rg.optimize("toy", "mse", "prdpt", steps=40, max_renders=30, checkpoint_dir=tmp_path, **kw)
+    resumed = rg.optimize("toy", "mse", "prdpt", steps=40, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert torch.equal(full.u, resumed.u)
+    with pytest.raises(ConfigError, match="elite"):
+        PRDPT(elite=1.5)
