@@ -58,9 +58,11 @@ loss the estimator has seen in this basin by more than that fraction, the step j
 of taking the smoothed-gradient step. Why: the smoothed gradient moves half a kernel width towards
 a sample that landed in the basin, and with σ still wide the next steps carry it across and out
 again (the box task: a run crossing the target three times in its first 60 steps); an evolution
-strategy keeps the better point. Measured at 600 renders on held-out seeds 10–59: box 38/50 in a
-median of 152 renders (without: 36/50, 224), toy 50/50 in 39 (76), Rosenbrock² 46/50 in 311
-(43/50, 368), plateau 31/50 in 242 (34/50, 265). ``elite = 0`` turns it off.
+strategy keeps the better point. Measured with 0.1 at 600 renders on seeds 10–59: box 36/50 in a
+median of 155 renders (without: 36/50 in 224; CMA-ES 26/50 in 132), toy 50/50 in 42 (76),
+Rosenbrock² 44/50 in 306 (43/50 in 368), plateau 34/50 in 248 (34/50 in 265). On noisy Mitsuba
+scenes (10 seeds) it is mixed: shadow 10/10 in 85 (124), caustic_sharp 10/10 in 144 (81),
+mixed_lamp 8/10 in 271 (9/10 in 316), so it is not the default yet.
 
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
