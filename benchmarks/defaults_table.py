@@ -73,12 +73,18 @@ def expected_renders(runs: list[dict[str, Any]], level: float) -> float:
     return spent / ok if ok else math.inf
 
 
-def ert_table(runs: list[dict[str, Any]]) -> str:
-    """Expected renders to success per task and method, and ours against CMA-ES by that measure."""
-    from benchmarks.tasks import get_task
+def columns(runs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The tasks in the order first recorded, and the methods in table order (ours, then baselines)."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     methods = [m for m in ORDER if any(r["method"] == m for r in runs)]
     methods += sorted({r["method"] for r in runs} - set(methods))
+    return tasks, methods
+
+
+def ert_table(runs: list[dict[str, Any]]) -> str:
+    """Expected renders to success per task and method, and ours against CMA-ES by that measure."""
+    from benchmarks.tasks import get_task
+    tasks, methods = columns(runs)
     lines = ["| task | " + " | ".join(methods) + " | best of ours / CMA-ES |", "|---|" + "---|" * (len(methods) + 1)]
     for t in tasks:
         level = get_task(t).success
@@ -111,9 +117,7 @@ def holds(ours: dict[str, Any], ref: dict[str, Any]) -> bool:
 
 def table(runs: list[dict[str, Any]]) -> str:
     from benchmarks.tasks import get_task
-    tasks = list(dict.fromkeys(r["task"] for r in runs))
-    methods = [m for m in ORDER if any(r["method"] == m for r in runs)]
-    methods += sorted({r["method"] for r in runs} - set(methods))
+    tasks, methods = columns(runs)
     lines = ["| task (success) | " + " | ".join(methods) + " | best of ours vs CMA-ES | auto vs best |",
              "|---|" + "---|" * (len(methods) + 2)]
     for t in tasks:

@@ -284,15 +284,16 @@ class PRDPT(GradientEstimator):
                 self.best_seen = math.inf
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
 
-    def _elite_jump(self, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
-        """The move to this step's best sample when it beats the best loss seen by ``elite``, else None."""
+    def _elite_jump(self, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
+                    flat: bool) -> torch.Tensor | None:
+        """The move to this step's best sample when it beats the best loss seen by ``elite`` (and the
+        step's losses are not ``flat``), else None."""
         if not self.elite:
             return None
         i = int(torch.argmin(losses))
         low = float(losses[i])
         jump = None
-        if math.isfinite(self.best_seen) and low < self.best_seen - self.elite * abs(self.best_seen) \
-                and not self.adaptive.is_flat(losses):
+        if math.isfinite(self.best_seen) and low < self.best_seen - self.elite * abs(self.best_seen) and not flat:
             jump = points[i] - u
         self.best_seen = min(self.best_seen, low)
         return jump
@@ -353,7 +354,8 @@ class PRDPT(GradientEstimator):
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
         flat = self.adaptive.is_flat(losses) if self.adaptive is not None else False
-        jump = self._elite_jump(losses, points_at, u0) if self.adaptive is not None and self.mode == "score" else None
+        jump = self._elite_jump(losses, points_at, u0, flat) if self.adaptive is not None and self.mode == "score" \
+            else None
         if self.normalize:
             norm = float(torch.linalg.vector_norm(grad))
             grad = grad * (math.sqrt(n) / norm) if norm > 0 and math.isfinite(norm) else torch.zeros_like(grad)
@@ -393,11 +395,11 @@ class PRDPT(GradientEstimator):
         z = gaussian_offsets(m, n, ctx.generator, self.qmc).to(u.dtype)
         _, points_at = self._points(u, shape.apply(z) * sig, sig * shape.axis_scales)
         losses = loss_fn(points_at).detach().to(u.dtype)
-        jump = self._elite_jump(losses, points_at, u)
         diff = self._differences(self._transformed(losses), m)
         g_z = (diff[:, None] * z).mean(0) / sigma                 # ∂/∂z of the smoothed loss, z whitened
         grad = (g_z @ shape.A_inv) / sig                          # the same gradient in u
         flat = self.adaptive.is_flat(losses)
+        jump = self._elite_jump(losses, points_at, u, flat)
         step = torch.zeros_like(u)
         norm = float(torch.linalg.vector_norm(g_z))
         if not flat and norm > 0 and math.isfinite(norm):

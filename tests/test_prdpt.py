@@ -257,23 +257,21 @@ def test_elite_jumps_to_a_sample_that_beats_every_loss_seen():
         est.setup(space, 50)
         if best_seen is not None:
             est.best_seen = best_seen
-        ev = evaluator(renderer)
-        out = est.estimate(ev, u.clone(), StepContext(0, 50, torch.Generator().manual_seed(4)))
-        return out.step, ev
+        return est.estimate(evaluator(renderer), u.clone(), StepContext(0, 50, torch.Generator().manual_seed(4))).step
 
     def f(x):
         return float(renderer.render(x.unsqueeze(0)).flatten())
 
-    plain, _ = first_step(0.0)
-    assert torch.allclose(first_step(0.1)[0], plain)          # nothing seen yet: no jump
-    jumped, _ = first_step(0.1, best_seen=10.0)
+    plain = first_step(0.0)
+    assert torch.allclose(first_step(0.1), plain)          # nothing seen yet: no jump
+    jumped = first_step(0.1, best_seen=10.0)
     # the step lands exactly on the better of the two samples rendered
     assert not torch.allclose(plain, jumped)
     assert f(u + jumped) < f(u - jumped)                       # the better of the antithetic pair
     # half a kernel width is 0.5·σ·√n ≈ 0.07 here; the jump is the sample's full offset
     assert float(torch.linalg.vector_norm(plain)) == pytest.approx(0.5 * 0.1 * math.sqrt(2))
     # a sample that does not beat the best loss seen by 10 % is no reason to jump
-    again, _ = first_step(0.1, best_seen=1e-9)
+    again = first_step(0.1, best_seen=1e-9)
     assert torch.allclose(again, plain)
 
 
