@@ -215,6 +215,7 @@ class PRDPT(GradientEstimator):
                               f"for the step to jump to it) must be in [0, 1), got {elite!r}; 0 turns it off")
         self.elite = float(elite)
         self.best_seen = math.inf   # the lowest sampled loss in this basin (elite jumps)
+        self.repeatable = False     # whether the renderer has returned the same loss twice (no noise)
         self.loss_scale: float | None = None     # the log transform's unit, fixed at the first step
         self.scales: torch.Tensor | None = None
 
@@ -226,7 +227,7 @@ class PRDPT(GradientEstimator):
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
         self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
         self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
-        self.best_seen = math.inf
+        self.best_seen, self.repeatable = math.inf, False
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -236,7 +237,8 @@ class PRDPT(GradientEstimator):
         return torch.log(losses.clamp_min(0.0) / self.loss_scale + 1e-12)
 
     def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"loss_scale": self.loss_scale, "best_seen": self.best_seen}
+        out: dict[str, Any] = {"loss_scale": self.loss_scale, "best_seen": self.best_seen,
+                               "repeatable": self.repeatable}
         if self.adaptive is not None:
             out["adaptive"] = self.adaptive.state_dict()
         if self.shape is not None:
@@ -248,6 +250,7 @@ class PRDPT(GradientEstimator):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss_scale = state.get("loss_scale") if state else None
         self.best_seen = float(state.get("best_seen", math.inf)) if state else math.inf
+        self.repeatable = bool(state.get("repeatable", False)) if state else False
         if self.adaptive is not None and state and "adaptive" in state:
             self.adaptive.load_state_dict(state["adaptive"])
         if self.shape is not None and state and "shape" in state:
@@ -261,13 +264,13 @@ class PRDPT(GradientEstimator):
         return self.schedule(progress(ctx.step, ctx.total_steps, renders, ctx.max_renders))
 
     def _answer(self, loss_fn, u: torch.Tensor, losses: torch.Tensor, grad: torch.Tensor, sigma: float,
-                step: torch.Tensor | None, ctx: StepContext, u_now: torch.Tensor) -> Estimate:
+                step: torch.Tensor | None, ctx: StepContext, u_now: torch.Tensor, extra: int = 0) -> Estimate:
         """The step's :class:`Estimate`; with ``center`` one more render reports ``f(u)`` itself.
 
         With ``restarts`` a collapsed σ may replace the step by a restart (σ, path and kernel shape
         start afresh), and the last step may go back to the best basin: see :mod:`.restarts`.
         """
-        renders, loss = int(losses.shape[0]), float(losses.mean())
+        renders, loss = int(losses.shape[0]) + extra, float(losses.mean())
         if self.center:
             loss = float(loss_fn(u.unsqueeze(0))[0])
             renders += 1
@@ -284,19 +287,33 @@ class PRDPT(GradientEstimator):
                 self.best_seen = math.inf
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
 
-    def _elite_jump(self, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
-                    flat: bool) -> torch.Tensor | None:
-        """The move to this step's best sample when it beats the best loss seen by ``elite`` (and the
-        step's losses are not ``flat``), else None."""
+    def _elite_jump(self, loss_fn, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
+                    flat: bool) -> tuple[torch.Tensor | None, int]:
+        """``(move, renders)``: the move to this step's best sample when it beats the best loss seen
+        by ``elite`` (and the step's losses are not ``flat``), else None, and the renders spent.
+
+        A Monte Carlo renderer's lowest sample is often the luckiest noise, not the best point
+        (a caustic's fireflies change the loss by a third from one render to the next), so a
+        candidate is rendered once more and the step jumps only if the new render beats the bar
+        too. A renderer that returns the very same loss again is noise-free: later candidates are
+        taken without the extra render.
+        """
         if not self.elite:
-            return None
+            return None, 0
         i = int(torch.argmin(losses))
         low = float(losses[i])
-        jump = None
-        if math.isfinite(self.best_seen) and low < self.best_seen - self.elite * abs(self.best_seen) and not flat:
-            jump = points[i] - u
+        bar = self.best_seen - self.elite * abs(self.best_seen)
+        jump, renders = None, 0
+        if math.isfinite(self.best_seen) and low < bar and not flat:
+            again = low
+            if not self.repeatable:
+                again = float(loss_fn(points[i:i + 1])[0])
+                renders = 1
+                self.repeatable = abs(again - low) <= 1e-12 * max(abs(low), 1e-300)
+            if again < bar:
+                jump = points[i] - u
         self.best_seen = min(self.best_seen, low)
-        return jump
+        return jump, renders
 
     # -- the estimator ---------------------------------------------------------------------
     def _sigmas(self, n: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
@@ -354,8 +371,8 @@ class PRDPT(GradientEstimator):
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
         flat = self.adaptive.is_flat(losses) if self.adaptive is not None else False
-        jump = self._elite_jump(losses, points_at, u0, flat) if self.adaptive is not None and self.mode == "score" \
-            else None
+        jump, extra = self._elite_jump(loss_fn, losses, points_at, u0, flat) \
+            if self.adaptive is not None and self.mode == "score" else (None, 0)
         if self.normalize:
             norm = float(torch.linalg.vector_norm(grad))
             grad = grad * (math.sqrt(n) / norm) if norm > 0 and math.isfinite(norm) else torch.zeros_like(grad)
@@ -378,7 +395,7 @@ class PRDPT(GradientEstimator):
             # steps shrink as the kernel narrows — the parameters settle to the resolution the
             # smoothing currently has instead of jittering at lr around the optimum.
             grad = grad * (sigma / (self.adaptive.sigma0 if self.adaptive is not None else self.schedule(0.0)))
-        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u0)
+        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u0, extra)
 
     def _estimate_shaped(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         """The adaptive trust-region step with a learnt kernel covariance (``covariance='adaptive'``).
@@ -399,7 +416,7 @@ class PRDPT(GradientEstimator):
         g_z = (diff[:, None] * z).mean(0) / sigma                 # ∂/∂z of the smoothed loss, z whitened
         grad = (g_z @ shape.A_inv) / sig                          # the same gradient in u
         flat = self.adaptive.is_flat(losses)
-        jump = self._elite_jump(losses, points_at, u, flat)
+        jump, extra = self._elite_jump(loss_fn, losses, points_at, u, flat)
         step = torch.zeros_like(u)
         norm = float(torch.linalg.vector_norm(g_z))
         if not flat and norm > 0 and math.isfinite(norm):
@@ -419,7 +436,7 @@ class PRDPT(GradientEstimator):
             self.adaptive.update(g_z, flat=True)
         if jump is not None:
             step = jump
-        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u)
+        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u, extra)
 
 
 @hookimpl

@@ -275,6 +275,54 @@ def test_elite_jumps_to_a_sample_that_beats_every_loss_seen():
     assert torch.allclose(again, plain)
 
 
+class Unlucky:
+    """A loss whose every call after the first adds ``extra``: the first batch's best sample was
+    the noise's luck, and rendering it again shows so."""
+
+    def __init__(self, renderer, extra: float):
+        self.inner, self.extra, self.calls, self.renders = evaluator(renderer), extra, 0, 0
+
+    def __call__(self, x, differentiable=False):
+        self.calls += 1
+        self.renders += x.shape[0]
+        return self.inner(x) + (self.extra if self.calls > 1 else 0.0)
+
+
+def test_elite_renders_a_candidate_again_and_trusts_only_a_repeatable_gain():
+    """A Monte Carlo renderer's best sample is often lucky noise: the jump is taken only when a
+    second render of the candidate beats the bar too; a renderer seen to repeat a loss exactly is
+    noise-free and is not asked again."""
+    renderer = Poly(n=2, center=0.8)
+    space = renderer.parameter_space()
+    u = torch.tensor([0.3, 0.3], dtype=torch.float64)
+
+    def step(est, loss_fn, seed=4):
+        return est.estimate(loss_fn, u.clone(), StepContext(0, 50, torch.Generator().manual_seed(seed)))
+
+    plain = PRDPT()
+    plain.setup(space, 50)
+    plain_step = step(plain, evaluator(renderer)).step
+
+    noisy = PRDPT(elite=0.1)
+    noisy.setup(space, 50)
+    noisy.best_seen = 10.0
+    loss_fn = Unlucky(renderer, extra=100.0)
+    out = step(noisy, loss_fn)
+    assert (loss_fn.calls, out.renders) == (2, 3)          # the pair, then the candidate again
+    assert torch.allclose(out.step, plain_step)            # the second render was no better: no jump
+    assert not noisy.repeatable
+
+    exact = PRDPT(elite=0.1)
+    exact.setup(space, 50)
+    exact.best_seen = 10.0
+    out = step(exact, evaluator(renderer))
+    assert out.renders == 3 and exact.repeatable           # the same loss twice: noise-free
+    assert not torch.allclose(out.step, plain_step)        # and the jump is taken
+    exact.best_seen = 10.0
+    assert step(exact, evaluator(renderer), seed=5).renders == 2   # no second render any more
+    assert exact.state_dict()["repeatable"] is True
+
+
 def test_elite_state_survives_a_checkpoint(tmp_path, plateau_scene):
     target = {"x": 0.7, "y": 0.3}
     kw = dict(renderer_options=plateau_scene, target_params=target, seed=5, estimator_options={"elite": 0.1})
