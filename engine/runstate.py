@@ -39,11 +39,19 @@ class RunState:
             "torch_rng": snap.get("torch_rng", torch.get_rng_state()),
             "history": self.history, "renders": ev.renders, "cost": ev.cost, "render_seconds": ev.render_seconds,
             "extra_renders": ev.extra_renders, "elapsed": self.elapsed(),
-            "evaluator": snap.get("evaluator") or ev.state_dict(),
+            "evaluator": self._evaluator_state(snap),
             "best_loss": self.best["loss"], "best_u": self.best["u"], "best_step": self.best["step"],
             "since_best": self.since_best, "patience_ref": self.patience_ref, "answers": [a.to_state() for a in self._answers],
             "target": self.target, "objective": self._objective_state(snap),
         }
+
+    def _evaluator_state(self, snap: Mapping[str, Any]) -> dict[str, Any]:
+        """Where the run is in its sequence of images: at the open step's start unless batches were
+        rendered in it, since a step that asks again (a second call, as PRDPT's elite check does)
+        must get the next images' noise after a resume, not the first call's again."""
+        if snap.get("evaluator") is not None and not self._answers:
+            return snap["evaluator"]
+        return self.evaluator.state_dict()
 
     def _objective_state(self, snap: Mapping[str, Any]) -> dict[str, Any]:
         """The objective's random state: at the open step's start unless batches were told in it

@@ -117,6 +117,22 @@ def test_load_continues_on_the_saved_executor(reference, tmp_path):
         same(reference, here.run())
 
 
+@pytest.mark.parametrize("told", [1, 3])
+def test_a_save_between_two_calls_of_a_step_resumes_with_the_next_images_noise(tmp_path, told):
+    """A step that asks twice (PRDPT's samples, then its centre) and is saved in between: the
+    second call's images must get the noise of their own place in the run after the resume, not
+    that of the images already told in the step."""
+    kw = dict(estimator_options={"samples": 2, "center": True, "elite": 0}, target_params=TARGET, steps=3,
+              seed=5, registry=REG)
+    reference = rg.optimize("noisy_disc", "mse", "prdpt", **kw)
+    with rg.Optimization("noisy_disc", "mse", "prdpt", **kw) as opt:
+        for _ in range(told):               # 1: step 0's samples told, its centre pending; 3: step 1's
+            opt.render_pending()
+        opt.save(tmp_path)
+    with rg.Optimization.load(tmp_path, registry=REG) as back:
+        same(reference, back.run())
+
+
 def test_a_constructor_that_fails_in_the_workers_is_one_clear_error(tmp_path):
     ex = ProcessExecutor(2)
     recipe = RendererRecipe("noisy_disc", ep.NoisyDisc, {"fail_init": True})
