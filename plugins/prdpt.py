@@ -53,16 +53,19 @@ Measured at the defaults, 10 seeds: the toy's local minimum 10/10 seeds solved (
 plateau 6/10 (4/10), box 6/10 (same), Rosenbrock² 8/10 (9/10). ``restarts = false`` turns them
 off; ``restarts = { sigma_fraction = 0.03, min_left = 0.2, window = 10, progress = 0.1 }`` tunes them.
 
-``elite`` (off by default; 0.1 is the measured setting): when a step's best sample beats every
-loss the estimator has seen in this basin by more than that fraction, the step jumps to it instead
-of taking the smoothed-gradient step. Why: the smoothed gradient moves half a kernel width towards
-a sample that landed in the basin, and with σ still wide the next steps carry it across and out
-again (the box task: a run crossing the target three times in its first 60 steps); an evolution
-strategy keeps the better point. Measured with 0.1 at 600 renders on seeds 10–59: box 36/50 in a
-median of 155 renders (without: 36/50 in 224; CMA-ES 26/50 in 132), toy 50/50 in 42 (76),
-Rosenbrock² 44/50 in 306 (43/50 in 368), plateau 34/50 in 248 (34/50 in 265). On noisy Mitsuba
-scenes (10 seeds) it is mixed: shadow 10/10 in 85 (124), caustic_sharp 10/10 in 144 (81),
-mixed_lamp 8/10 in 271 (9/10 in 316), so it is not the default yet.
+``elite`` (0.1 by default; 0 turns it off): when a step's best sample beats every loss the
+estimator has seen in this basin by more than that fraction, the step jumps to it instead of taking
+the smoothed-gradient step. Why: the smoothed gradient moves half a kernel width towards a sample
+that landed in the basin, and with σ still wide the next steps carry it across and out again (the
+box task: a run crossing the target three times in its first 60 steps); an evolution strategy
+keeps the better point. On a Monte Carlo renderer the lowest sample is often the luckiest noise
+(the sharp caustic's fireflies move its loss by a third from render to render: jumping on it made
+that scene 1.8× slower), so the candidate is rendered once more and the jump is taken only if that
+render beats the bar too; a renderer that returns the very same loss twice is noise-free and is
+not asked again (one extra render per run). Measured at 600 renders (``benchmarks/results/defaults.md``):
+on seeds 10–59 box 36/50 in a median of 156 renders (without: 36/50 in 224; CMA-ES 26/50 in 132),
+toy 43 (76), Rosenbrock² 44/50 in 307 (43/50 in 368), plateau 34/50 in 249 (265); on seeds 0–9
+the 5-parameter Mitsuba lamp scene 10/10 in 244 (9/10 in 316).
 
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
@@ -154,7 +157,7 @@ class PRDPT(GradientEstimator):
                  normalize: bool | None = None, step: float = 0.5, adapt: dict[str, float] | None = None,
                  reflect_margin: float = 0.05, covariance: str | None = None,
                  shape: dict[str, float] | None = None, restarts: bool | dict[str, float] | None = None,
-                 elite: float = 0.0):
+                 elite: float = 0.1):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
@@ -288,7 +291,7 @@ class PRDPT(GradientEstimator):
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
 
     def _elite_jump(self, loss_fn, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
-                    flat: bool) -> tuple[torch.Tensor | None, int]:
+                    flat: bool, ctx: StepContext) -> tuple[torch.Tensor | None, int]:
         """``(move, renders)``: the move to this step's best sample when it beats the best loss seen
         by ``elite`` (and the step's losses are not ``flat``), else None, and the renders spent.
 
@@ -304,9 +307,13 @@ class PRDPT(GradientEstimator):
         low = float(losses[i])
         bar = self.best_seen - self.elite * abs(self.best_seen)
         jump, renders = None, 0
+        spent, budget = int(getattr(loss_fn, "renders", 0)), ctx.max_renders
         if math.isfinite(self.best_seen) and low < bar and not flat:
-            again = low
-            if not self.repeatable:
+            if self.repeatable:
+                again = low
+            elif budget is not None and spent >= budget:
+                again = math.inf          # no render left to check it: the gradient step instead
+            else:
                 again = float(loss_fn(points[i:i + 1])[0])
                 renders = 1
                 self.repeatable = abs(again - low) <= 1e-12 * max(abs(low), 1e-300)
@@ -371,7 +378,7 @@ class PRDPT(GradientEstimator):
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
         flat = self.adaptive.is_flat(losses) if self.adaptive is not None else False
-        jump, extra = self._elite_jump(loss_fn, losses, points_at, u0, flat) \
+        jump, extra = self._elite_jump(loss_fn, losses, points_at, u0, flat, ctx) \
             if self.adaptive is not None and self.mode == "score" else (None, 0)
         if self.normalize:
             norm = float(torch.linalg.vector_norm(grad))
@@ -416,7 +423,7 @@ class PRDPT(GradientEstimator):
         g_z = (diff[:, None] * z).mean(0) / sigma                 # ∂/∂z of the smoothed loss, z whitened
         grad = (g_z @ shape.A_inv) / sig                          # the same gradient in u
         flat = self.adaptive.is_flat(losses)
-        jump, extra = self._elite_jump(loss_fn, losses, points_at, u, flat)
+        jump, extra = self._elite_jump(loss_fn, losses, points_at, u, flat, ctx)
         step = torch.zeros_like(u)
         norm = float(torch.linalg.vector_norm(g_z))
         if not flat and norm > 0 and math.isfinite(norm):

@@ -57,14 +57,15 @@ class Rosenbrock(rg.Renderer):
 
 
 def _final(covariance: str, seed: int) -> float:
-    res = rg.optimize(Rosenbrock(), "mse", PRDPT(covariance=covariance), target=torch.zeros(1, 1, 1),
+    # elite jumps off: the comparison is of the two kernels' gradient steps alone
+    res = rg.optimize(Rosenbrock(), "mse", PRDPT(covariance=covariance, elite=0), target=torch.zeros(1, 1, 1),
                       steps=300, seed=seed, final_render=False)
     theta = torch.tensor([[res.params["x"], res.params["y"]]], dtype=torch.float64)
     return float(rosenbrock2(theta)[0])
 
 
 def test_the_learnt_shape_follows_a_curved_valley_an_isotropic_kernel_does_not():
-    """Rosenbrock² at the defaults, 600 renders: the valley bends, a round kernel zigzags."""
+    """Rosenbrock² at the defaults (elite jumps off), 600 renders: the valley bends, a round kernel zigzags."""
     shaped = sorted(_final("adaptive", s) for s in range(3))
     round_ = sorted(_final("isotropic", s) for s in range(3))
     assert shaped[1] < 1e-3, shaped                              # the median seed is solved
