@@ -217,6 +217,10 @@ class StepContext:
     # it drops (``Renderer.nondifferentiable_parameters()``, when the renderer has one).
     differentiable: bool = False
     nondifferentiable: tuple[str, ...] = ()
+    # Whether the caller applies ``Estimate.step`` (the loop does; meta-learning's inner loops
+    # step along ``grad`` with their own step sizes): work that only serves the estimator's own
+    # step, such as a render that checks where to jump, can be skipped when it is not.
+    takes_step: bool = True
 
 
 @dataclass

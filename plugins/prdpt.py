@@ -301,7 +301,7 @@ class PRDPT(GradientEstimator):
         too. A renderer that returns the very same loss again is noise-free: later candidates are
         taken without the extra render.
         """
-        if not self.elite:
+        if not self.elite or not ctx.takes_step:   # nobody would take the jump: no render for it
             return None, 0
         i = int(torch.argmin(losses))
         low = float(losses[i])

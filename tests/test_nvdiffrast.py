@@ -385,7 +385,8 @@ def test_analytic_and_prdpt_runs_through_the_loop():
     r2 = make(mode="forward", resolution=16)
     res2 = rg.optimize(r2, "mse", "prdpt", target_params={"pos": [0.3, 0.0]}, estimator_options={"sigma": 0.1},
                        lr=0.05, steps=20, seed=0, final_render=False)
-    assert res2.evaluations == 40 and res2.loss < 0.5 * res2.history[0]["loss"]
+    # 20 antithetic pairs, and at most one render to check an elite jump (the rasteriser has no noise)
+    assert res2.evaluations in (40, 41) and res2.loss < 0.5 * res2.history[0]["loss"]
     assert res2.params["pos"][0] == pytest.approx(0.3, abs=0.1)
 
 

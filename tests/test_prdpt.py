@@ -331,6 +331,13 @@ def test_elite_renders_a_candidate_again_and_trusts_only_a_repeatable_gain():
                          StepContext(0, 50, torch.Generator().manual_seed(4), max_renders=2))
     assert out.renders == 2 and torch.allclose(out.step, plain_step)
 
+    inner = PRDPT(elite=0.1)                               # a caller that steps along the gradient
+    inner.setup(space, 50)                                 # itself (meta-learning's inner loops):
+    inner.best_seen = 10.0                                 # no render for a jump nobody takes
+    out = inner.estimate(evaluator(renderer), u.clone(),
+                         StepContext(0, 50, torch.Generator().manual_seed(4), takes_step=False))
+    assert out.renders == 2 and torch.allclose(out.step, plain_step)
+
 
 def test_elite_state_survives_a_checkpoint(tmp_path, plateau_scene):
     target = {"x": 0.7, "y": 0.3}

@@ -111,7 +111,8 @@ class MetaLearner:
 
     # -- inner loops ----------------------------------------------------------------------------
     def _estimate(self, u: torch.Tensor, k: int, gen: torch.Generator) -> tuple[torch.Tensor, float]:
-        ctx = StepContext(step=min(k, self.inner_steps - 1), total_steps=self.inner_steps, generator=gen)
+        ctx = StepContext(step=min(k, self.inner_steps - 1), total_steps=self.inner_steps, generator=gen,
+                          takes_step=False)   # the inner loop steps along the gradient, α per parameter
         est = self.estimator.estimate(self.evaluator, u.detach().clone(), ctx)
         g = torch.as_tensor(est.grad).detach().reshape(-1).to(torch.float64)
         if g.shape[0] != self.space.size or not bool(torch.isfinite(g).all()):
