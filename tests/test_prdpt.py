@@ -301,7 +301,7 @@ def test_elite_renders_a_candidate_again_and_trusts_only_a_repeatable_gain():
     def step(est, loss_fn, seed=4):
         return est.estimate(loss_fn, u.clone(), StepContext(0, 50, torch.Generator().manual_seed(seed)))
 
-    plain = PRDPT()
+    plain = PRDPT(elite=0)
     plain.setup(space, 50)
     plain_step = step(plain, evaluator(renderer)).step
 
