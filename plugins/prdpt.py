@@ -267,8 +267,12 @@ class PRDPT(GradientEstimator):
         return self.schedule(progress(ctx.step, ctx.total_steps, renders, ctx.max_renders))
 
     def _answer(self, loss_fn, u: torch.Tensor, losses: torch.Tensor, grad: torch.Tensor, sigma: float,
-                step: torch.Tensor | None, ctx: StepContext, u_now: torch.Tensor, extra: int = 0) -> Estimate:
+                step: torch.Tensor | None, ctx: StepContext, u_now: torch.Tensor, extra: int = 0,
+                jumped: bool = False) -> Estimate:
         """The step's :class:`Estimate`; with ``center`` one more render reports ``f(u)`` itself.
+
+        ``extra`` renders were spent on an elite check; ``jumped`` marks the history record
+        (``elite = true``) when the step is an elite jump.
 
         With ``restarts`` a collapsed σ may replace the step by a restart (σ, path and kernel shape
         start afresh), and the last step may go back to the best basin: see :mod:`.restarts`.
@@ -288,6 +292,8 @@ class PRDPT(GradientEstimator):
                 if self.shape is not None:
                     self.shape.reset()
                 self.best_seen = math.inf
+        if jumped and "restart" not in info:   # a restart replaces the jump
+            info["elite"] = True
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
 
     def _elite_jump(self, loss_fn, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
@@ -402,7 +408,7 @@ class PRDPT(GradientEstimator):
             # steps shrink as the kernel narrows — the parameters settle to the resolution the
             # smoothing currently has instead of jittering at lr around the optimum.
             grad = grad * (sigma / (self.adaptive.sigma0 if self.adaptive is not None else self.schedule(0.0)))
-        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u0, extra)
+        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u0, extra, jumped=jump is not None)
 
     def _estimate_shaped(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         """The adaptive trust-region step with a learnt kernel covariance (``covariance='adaptive'``).
@@ -443,7 +449,7 @@ class PRDPT(GradientEstimator):
             self.adaptive.update(g_z, flat=True)
         if jump is not None:
             step = jump
-        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u, extra)
+        return self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u, extra, jumped=jump is not None)
 
 
 @hookimpl

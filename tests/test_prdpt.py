@@ -312,6 +312,7 @@ def test_elite_renders_a_candidate_again_and_trusts_only_a_repeatable_gain():
     out = step(noisy, loss_fn)
     assert (loss_fn.calls, out.renders) == (2, 3)          # the pair, then the candidate again
     assert torch.allclose(out.step, plain_step)            # the second render was no better: no jump
+    assert "elite" not in out.info
     assert not noisy.repeatable
 
     exact = PRDPT(elite=0.1)
@@ -319,7 +320,8 @@ def test_elite_renders_a_candidate_again_and_trusts_only_a_repeatable_gain():
     exact.best_seen = 10.0
     out = step(exact, evaluator(renderer))
     assert out.renders == 3 and exact.repeatable           # the same loss twice: noise-free
-    assert not torch.allclose(out.step, plain_step)        # and the jump is taken
+    assert not torch.allclose(out.step, plain_step)        # and the jump is taken,
+    assert out.info["elite"] is True                       # marked in the history record
     exact.best_seen = 10.0
     assert step(exact, evaluator(renderer), seed=5).renders == 2   # no second render any more
     assert exact.state_dict()["repeatable"] is True
