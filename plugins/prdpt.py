@@ -92,6 +92,7 @@ MODES = ("score", "reparam")
 TRANSFORMS = ("none", "log")
 BOUNDS = ("clamp", "shift", "reflect")
 COVARIANCES = ("adaptive", "isotropic")
+SLOPE_FOUND = 0.1   # a sample this far below a basin's first loss ends its rough plateau
 
 
 def reflect_into_unit(x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +158,7 @@ class PRDPT(GradientEstimator):
                  normalize: bool | None = None, step: float = 0.5, adapt: dict[str, float] | None = None,
                  reflect_margin: float = 0.05, covariance: str | None = None,
                  shape: dict[str, float] | None = None, restarts: bool | dict[str, float] | None = None,
-                 elite: float = 0.1):
+                 elite: float = 0.1, rough: float = 0.05):
         if sampler not in SAMPLERS:
             raise ConfigError(f"prdpt: sampler {sampler!r} is not one of {SAMPLERS}")
         if mode not in MODES:
@@ -217,6 +218,11 @@ class PRDPT(GradientEstimator):
             raise ConfigError(f"prdpt: elite (how much a sample must beat the best loss seen, as a fraction, "
                               f"for the step to jump to it) must be in [0, 1), got {elite!r}; 0 turns it off")
         self.elite = float(elite)
+        if not (isinstance(rough, (int, float)) and 0.0 <= float(rough) < 1.0):
+            raise ConfigError(f"prdpt: rough (the relative spread of a step's losses that still counts as a "
+                              f"plateau before any slope was found) must be in [0, 1), got {rough!r}; 0 turns it off")
+        self.rough = float(rough)
+        self.basin_start: float | None = None   # the first step's mean loss in this basin (rough plateau)
         self.best_seen = math.inf   # the lowest sampled loss in this basin (elite jumps)
         self.repeatable = False     # whether the renderer has returned the same loss twice (no noise)
         self.loss_scale: float | None = None     # the log transform's unit, fixed at the first step
@@ -230,7 +236,7 @@ class PRDPT(GradientEstimator):
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
         self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
         self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
-        self.best_seen, self.repeatable = math.inf, False
+        self.best_seen, self.repeatable, self.basin_start = math.inf, False, None
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -241,7 +247,7 @@ class PRDPT(GradientEstimator):
 
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"loss_scale": self.loss_scale, "best_seen": self.best_seen,
-                               "repeatable": self.repeatable}
+                               "repeatable": self.repeatable, "basin_start": self.basin_start}
         if self.adaptive is not None:
             out["adaptive"] = self.adaptive.state_dict()
         if self.shape is not None:
@@ -254,6 +260,7 @@ class PRDPT(GradientEstimator):
         self.loss_scale = state.get("loss_scale") if state else None
         self.best_seen = float(state.get("best_seen", math.inf)) if state else math.inf
         self.repeatable = bool(state.get("repeatable", False)) if state else False
+        self.basin_start = state.get("basin_start") if state else None
         if self.adaptive is not None and state and "adaptive" in state:
             self.adaptive.load_state_dict(state["adaptive"])
         if self.shape is not None and state and "shape" in state:
@@ -291,10 +298,43 @@ class PRDPT(GradientEstimator):
                 self.adaptive.load_state_dict({"sigma": new_sigma, "path": None})
                 if self.shape is not None:
                     self.shape.reset()
-                self.best_seen = math.inf
+                self.best_seen, self.basin_start = math.inf, None
         if jumped and "restart" not in info:   # a restart replaces the jump
             info["elite"] = True
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
+
+    def _flat(self, losses: torch.Tensor) -> tuple[bool, bool]:
+        """``(flat, rough)`` for a step's sampled losses.
+
+        ``flat``: the losses are equal up to the adaptive σ's ``flat_tol``; the samples saw no
+        slope, so the step is skipped and σ grows.
+
+        ``rough``: the run is on a *rough plateau*. No sample of this basin has beaten its first
+        step's loss by 10 %, and this step's losses differ by at most ``rough`` (5 %) of their
+        size. The step is taken, but σ grows as on a flat step instead of following the path
+        length.
+
+        Why: a plateau is rarely smooth. A disc that does not overlap its target on a 64² image
+        changes the loss by ±1.5 % from one pixel offset to the next (aliasing of its soft
+        edge). A pair of samples reads that deterministic ripple as a slope. The directions it
+        gives are random, and the path length, seeing them, lets σ drift down until the kernel
+        can no longer reach the target: 16 runs of 50 never left that plateau. A real slope at
+        the start differs from the ripple in size: at σ₀ it moves the loss by tens of percent.
+        Once a sample has found one (10 % below the start), the run is past its plateau and only
+        the exact test applies, so a loss floor near the optimum (render noise of a few percent)
+        never widens σ.
+        """
+        assert self.adaptive is not None
+        y = losses.detach().to(torch.float64).reshape(-1)
+        if self.basin_start is None:
+            self.basin_start = float(y.mean())
+        if self.adaptive.is_flat(y):
+            return True, False
+        if not self.rough or not math.isfinite(self.basin_start):
+            return False, False
+        if min(self.best_seen, float(y.min())) < self.basin_start - SLOPE_FOUND * abs(self.basin_start):
+            return False, False
+        return False, bool(float(y.max() - y.min()) <= self.rough * max(float(y.abs().max()), 1e-300))
 
     def _elite_jump(self, loss_fn, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
                     flat: bool, ctx: StepContext) -> tuple[torch.Tensor | None, int]:
@@ -383,7 +423,7 @@ class PRDPT(GradientEstimator):
             else:
                 weights = z / sig                                          # score: ε/σ² = z/σ
             grad = (diff[:, None] * weights).mean(0)
-        flat = self.adaptive.is_flat(losses) if self.adaptive is not None else False
+        flat, rough = self._flat(losses) if self.adaptive is not None else (False, False)
         jump, extra = self._elite_jump(loss_fn, losses, points_at, u0, flat, ctx) \
             if self.adaptive is not None and self.mode == "score" else (None, 0)
         if self.normalize:
@@ -400,7 +440,7 @@ class PRDPT(GradientEstimator):
             # down the smoothed gradient; σ then adapts from the directions seen
             step = torch.zeros_like(grad) if flat or not norm > 0 else \
                 -self.step * sig * direction * (math.sqrt(n) / norm)
-            self.adaptive.update(direction, flat=flat)
+            self.adaptive.update(direction, flat=flat or rough)
             if jump is not None:
                 step = jump
         elif self.sigma_step:
@@ -428,7 +468,7 @@ class PRDPT(GradientEstimator):
         diff = self._differences(self._transformed(losses), m)
         g_z = (diff[:, None] * z).mean(0) / sigma                 # ∂/∂z of the smoothed loss, z whitened
         grad = (g_z @ shape.A_inv) / sig                          # the same gradient in u
-        flat = self.adaptive.is_flat(losses)
+        flat, rough = self._flat(losses)
         jump, extra = self._elite_jump(loss_fn, losses, points_at, u, flat, ctx)
         step = torch.zeros_like(u)
         norm = float(torch.linalg.vector_norm(g_z))
@@ -444,7 +484,7 @@ class PRDPT(GradientEstimator):
                 if not bool(pinned.any()) and sigma <= shape.gate * self.adaptive.sigma0:
                     # a walk along a bound shows the bound, not the loss's shape
                     shape.update(d)
-                self.adaptive.update(d)
+                self.adaptive.update(d, flat=rough)
         elif flat:
             self.adaptive.update(g_z, flat=True)
         if jump is not None:

@@ -192,7 +192,8 @@ def test_the_ask_tell_guide_example_runs(tmp_path, monkeypatch):
     ref = rg.optimize("toy", "mse", "prdpt", renderer_options={"mode": "hard", "resolution": 32},
                       target_params={"x": 0.7, "y": 0.3}, lr=0.02, steps=20, seed=0,
                       estimator_options={"center": True}, final_render=False)
-    assert scope["result"].params == ref.params and scope["result"].evaluations == ref.evaluations == 60
+    assert scope["result"].params == ref.params and scope["result"].evaluations == ref.evaluations
+    assert ref.evaluations in (60, 61)   # 20 steps of 2 samples and a centre render; one elite check at most
 
 
 @pytest.mark.parametrize("value", [{"height": 12, "width": 20}, [12, 20]])

@@ -350,3 +350,77 @@ def test_elite_state_survives_a_checkpoint(tmp_path, plateau_scene):
     assert torch.equal(full.u, resumed.u)
     with pytest.raises(ConfigError, match="elite"):
         PRDPT(elite=1.5)
+
+
+class Ripple(Renderer):
+    """A plateau with a deterministic ripple: ``1 + 0.01·sin(200·x)·cos(170·y)`` (the aliasing of a
+    soft edge on a coarse image, ±1 %), except a well ``−0.9·exp(−|u − (0.85, 0.15)|²/0.02)`` far
+    from the start (0.2, 0.8)."""
+
+    name = "ripple"
+
+    def parameter_space(self) -> ParamSpace:
+        return ParamSpace([Param("x", init=0.2), Param("y", init=0.8)])
+
+    def render(self, theta):
+        x, y = theta[:, 0], theta[:, 1]
+        well = 0.9 * torch.exp(-((x - 0.85) ** 2 + (y - 0.15) ** 2) / 0.02)
+        return (1.0 + 0.01 * torch.sin(200 * x) * torch.cos(170 * y) - well).reshape(-1, 1, 1, 1)
+
+
+def test_a_rough_plateau_widens_sigma_until_the_kernel_finds_a_slope():
+    """Before any sample beats the basin's first loss by 10 %, losses within ``rough`` (5 %) of each
+    other are a rough plateau: σ grows instead of following the ripple's random directions."""
+    renderer, space = Ripple(), Ripple().parameter_space()
+
+    def sigmas(rough, steps=12):
+        est = PRDPT(rough=rough)
+        est.setup(space, 100)
+        ev, gen, u = evaluator(renderer), torch.Generator().manual_seed(0), space.initial_unit()
+        out = []
+        for k in range(steps):
+            e = est.estimate(ev, u, StepContext(k, 100, gen))
+            u = (u + e.step).clamp(0, 1)
+            out.append(est.adaptive.sigma)
+        return out, u
+
+    grown, u = sigmas(0.05)
+    assert grown[-1] == pytest.approx(0.3)            # σ_max: 1.2× per rough step from 0.1
+    assert not torch.equal(u, space.initial_unit())      # rough steps are still taken
+    kept, _ = sigmas(0.0)
+    assert max(kept) < 0.2                             # without the rule, the ripple sets σ
+
+
+def test_the_rough_plateau_ends_when_a_sample_beats_the_start():
+    est = PRDPT()
+    est.setup(ParamSpace([Param("x"), Param("y")]), 10)
+    loss = lambda *v: torch.tensor(v, dtype=torch.float64)   # noqa: E731
+    assert est._flat(loss(1.0, 1.0)) == (True, False)         # exactly equal: flat
+    assert est._flat(loss(1.0, 0.97)) == (False, True)        # 3 % apart at the start: rough
+    assert est._flat(loss(1.0, 0.90)) == (False, False)       # 10 % apart is a slope
+    est.best_seen = 0.85                                      # a sample 15 % below the start
+    assert est._flat(loss(0.5, 0.49)) == (False, False)       # near a noisy optimum: a slope
+    state = est.state_dict()
+    assert state["basin_start"] == pytest.approx(1.0)
+    est2 = PRDPT()
+    est2.setup(ParamSpace([Param("x"), Param("y")]), 10)
+    est2.load_state_dict(state)
+    assert est2.basin_start == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="rough"):
+        PRDPT(rough=-0.1)
+
+
+@pytest.mark.parametrize("seed", [4, 7])
+def test_the_aliased_plateau_is_crossed_at_the_defaults(seed):
+    """The benchmark's plateau (a disc on a 64² image; its loss ripples by ±1.5 % with the disc's
+    sub-pixel position): seeds that never left it without the rough-plateau rule now solve it."""
+    from benchmarks.tasks import PLATEAU_SCENE
+    target = {"x": 0.7, "y": 0.3}
+
+    def error(**options):
+        res = rg.optimize("toy", "mse", "prdpt", renderer_options=PLATEAU_SCENE, target_params=target,
+                          estimator_options=options, steps=300, max_renders=600, seed=seed, final_render=False)
+        return math.dist([res.params["x"], res.params["y"]], [0.7, 0.3])
+
+    assert error() < 1e-3
+    assert error(rough=0.0) > 0.1
