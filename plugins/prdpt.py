@@ -223,6 +223,7 @@ class PRDPT(GradientEstimator):
                               f"plateau before any slope was found) must be in [0, 1), got {rough!r}; 0 turns it off")
         self.rough = float(rough)
         self.basin_start: float | None = None   # the first step's mean loss in this basin (rough plateau)
+        self.rough_streak = 0                    # consecutive steps that looked like a rough plateau
         self.best_seen = math.inf   # the lowest sampled loss in this basin (elite jumps)
         self.repeatable = False     # whether the renderer has returned the same loss twice (no noise)
         self.loss_scale: float | None = None     # the log transform's unit, fixed at the first step
@@ -236,7 +237,7 @@ class PRDPT(GradientEstimator):
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
         self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
         self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
-        self.best_seen, self.repeatable, self.basin_start = math.inf, False, None
+        self.best_seen, self.repeatable, self.basin_start, self.rough_streak = math.inf, False, None, 0
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -247,7 +248,8 @@ class PRDPT(GradientEstimator):
 
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"loss_scale": self.loss_scale, "best_seen": self.best_seen,
-                               "repeatable": self.repeatable, "basin_start": self.basin_start}
+                               "repeatable": self.repeatable, "basin_start": self.basin_start,
+                               "rough_streak": self.rough_streak}
         if self.adaptive is not None:
             out["adaptive"] = self.adaptive.state_dict()
         if self.shape is not None:
@@ -261,6 +263,7 @@ class PRDPT(GradientEstimator):
         self.best_seen = float(state.get("best_seen", math.inf)) if state else math.inf
         self.repeatable = bool(state.get("repeatable", False)) if state else False
         self.basin_start = state.get("basin_start") if state else None
+        self.rough_streak = int(state.get("rough_streak", 0)) if state else 0
         if self.adaptive is not None and state and "adaptive" in state:
             self.adaptive.load_state_dict(state["adaptive"])
         if self.shape is not None and state and "shape" in state:
@@ -298,7 +301,11 @@ class PRDPT(GradientEstimator):
                 self.adaptive.load_state_dict({"sigma": new_sigma, "path": None})
                 if self.shape is not None:
                     self.shape.reset()
-                self.best_seen, self.basin_start = math.inf, None
+                self.best_seen = math.inf
+                # a restart starts on unknown ground; the way back goes to a basin whose slope was
+                # already found, where a loss floor must not pass for a rough plateau
+                self.basin_start = -math.inf if self.restarts.returned else None
+                self.rough_streak = 0
         if jumped and "restart" not in info:   # a restart replaces the jump
             info["elite"] = True
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
@@ -311,8 +318,8 @@ class PRDPT(GradientEstimator):
 
         ``rough``: the run is on a *rough plateau*. No sample of this basin has beaten its first
         step's loss by 10 %, and this step's losses differ by at most ``rough`` (5 %) of their
-        size. The step is taken, but σ grows as on a flat step instead of following the path
-        length.
+        size, as did the step before. The step is taken, but σ grows as on a flat step instead
+        of following the path length.
 
         Why: a plateau is rarely smooth. A disc that does not overlap its target on a 64² image
         changes the loss by ±1.5 % from one pixel offset to the next (aliasing of its soft
@@ -322,19 +329,20 @@ class PRDPT(GradientEstimator):
         the start differs from the ripple in size: at σ₀ it moves the loss by tens of percent.
         Once a sample has found one (10 % below the start), the run is past its plateau and only
         the exact test applies, so a loss floor near the optimum (render noise of a few percent)
-        never widens σ.
+        never widens σ. Two such steps in a row, not one: on a real slope a pair of samples
+        nearly square to the gradient also differs by little (Rosenbrock²'s first step, by
+        0.15 %), and one wider σ sends a chaotic run elsewhere.
         """
         assert self.adaptive is not None
         y = losses.detach().to(torch.float64).reshape(-1)
         if self.basin_start is None:
             self.basin_start = float(y.mean())
-        if self.adaptive.is_flat(y):
-            return True, False
-        if not self.rough or not math.isfinite(self.basin_start):
-            return False, False
-        if min(self.best_seen, float(y.min())) < self.basin_start - SLOPE_FOUND * abs(self.basin_start):
-            return False, False
-        return False, bool(float(y.max() - y.min()) <= self.rough * max(float(y.abs().max()), 1e-300))
+        flat, looks_rough = self.adaptive.is_flat(y), False
+        if not flat and self.rough and math.isfinite(self.basin_start) and \
+                min(self.best_seen, float(y.min())) >= self.basin_start - SLOPE_FOUND * abs(self.basin_start):
+            looks_rough = float(y.max() - y.min()) <= self.rough * max(float(y.abs().max()), 1e-300)
+        self.rough_streak = self.rough_streak + 1 if looks_rough else 0
+        return flat, self.rough_streak >= 2
 
     def _elite_jump(self, loss_fn, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
                     flat: bool, ctx: StepContext) -> tuple[torch.Tensor | None, int]:

@@ -369,8 +369,9 @@ class Ripple(Renderer):
 
 
 def test_a_rough_plateau_widens_sigma_until_the_kernel_finds_a_slope():
-    """Before any sample beats the basin's first loss by 10 %, losses within ``rough`` (5 %) of each
-    other are a rough plateau: σ grows instead of following the ripple's random directions."""
+    """Before any sample beats the basin's first loss by 10 %, steps whose losses lie within ``rough``
+    (5 %) of each other, twice in a row, are a rough plateau: σ grows instead of following the
+    ripple's random directions."""
     renderer, space = Ripple(), Ripple().parameter_space()
 
     def sigmas(rough, steps=12):
@@ -385,7 +386,7 @@ def test_a_rough_plateau_widens_sigma_until_the_kernel_finds_a_slope():
         return out, u
 
     grown, u = sigmas(0.05)
-    assert grown[-1] == pytest.approx(0.3)            # σ_max: 1.2× per rough step from 0.1
+    assert grown[-1] == pytest.approx(0.3)            # σ_max: 1.2× per rough step from 0.1, from the 2nd
     assert not torch.equal(u, space.initial_unit())      # rough steps are still taken
     kept, _ = sigmas(0.0)
     assert max(kept) < 0.2                             # without the rule, the ripple sets σ
@@ -396,10 +397,17 @@ def test_the_rough_plateau_ends_when_a_sample_beats_the_start():
     est.setup(ParamSpace([Param("x"), Param("y")]), 10)
     loss = lambda *v: torch.tensor(v, dtype=torch.float64)   # noqa: E731
     assert est._flat(loss(1.0, 1.0)) == (True, False)         # exactly equal: flat
-    assert est._flat(loss(1.0, 0.97)) == (False, True)        # 3 % apart at the start: rough
+    assert est._flat(loss(1.0, 0.97)) == (False, False)       # 3 % apart at the start: once is chance
+    resumed = PRDPT()
+    resumed.setup(ParamSpace([Param("x"), Param("y")]), 10)
+    resumed.load_state_dict(est.state_dict())                 # the streak is checkpointed
+    assert resumed._flat(loss(0.98, 1.0)) == (False, True)
+    assert est._flat(loss(0.98, 1.0)) == (False, True)        # twice in a row: a rough plateau
     assert est._flat(loss(1.0, 0.90)) == (False, False)       # 10 % apart is a slope
+    assert est._flat(loss(1.0, 0.99)) == (False, False)       # and the streak starts again
     est.best_seen = 0.85                                      # a sample 15 % below the start
     assert est._flat(loss(0.5, 0.49)) == (False, False)       # near a noisy optimum: a slope
+    assert est._flat(loss(0.5, 0.49)) == (False, False)
     state = est.state_dict()
     assert state["basin_start"] == pytest.approx(1.0)
     est2 = PRDPT()
@@ -408,6 +416,28 @@ def test_the_rough_plateau_ends_when_a_sample_beats_the_start():
     assert est2.basin_start == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="rough"):
         PRDPT(rough=-0.1)
+
+
+def test_the_way_back_to_the_best_basin_is_no_rough_plateau():
+    """A restart starts the rough-plateau test afresh; the way back to the best basin does not (its
+    slope was found, and the losses of a settled basin lie close together)."""
+    from rendergrad.plugins.restarts import Restarts
+    space = ParamSpace([Param("x"), Param("y")])
+    est = PRDPT()
+    est.setup(space, 100)
+    u = torch.full((2,), 0.5, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    losses = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    est.basin_start, est.rough_streak = 2.0, 1
+    est.restarts.after_step = lambda *a, **k: (torch.zeros(2, dtype=torch.float64), 0.1)   # a restart
+    est._answer(lambda x: None, u, losses, torch.zeros(2), 0.1, None, StepContext(5, 100, gen), u)
+    assert est.basin_start is None and est.rough_streak == 0
+    est.restarts.returned = True                                                           # the way back
+    est._answer(lambda x: None, u, losses, torch.zeros(2), 0.1, None, StepContext(90, 100, gen), u)
+    assert est.basin_start == -math.inf
+    est._flat(torch.tensor([1.0, 0.99], dtype=torch.float64))
+    assert est._flat(torch.tensor([1.0, 0.99], dtype=torch.float64)) == (False, False)
+    assert isinstance(est.restarts, Restarts)
 
 
 @pytest.mark.parametrize("seed", [4, 7])
