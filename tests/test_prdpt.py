@@ -386,10 +386,10 @@ def test_a_rough_plateau_widens_sigma_until_the_kernel_finds_a_slope():
         return out, u
 
     grown, u = sigmas(0.05)
-    assert grown[-1] == pytest.approx(0.3)            # σ_max: 1.2× per rough step from 0.1, from the 2nd
-    assert not torch.equal(u, space.initial_unit())      # rough steps are still taken
+    assert grown[-1] == pytest.approx(0.3)        # σ_max: 1.2× per rough step (from the 2nd) from 0.1
+    assert not torch.equal(u, space.initial_unit())  # rough steps are still taken
     kept, _ = sigmas(0.0)
-    assert max(kept) < 0.2                             # without the rule, the ripple sets σ
+    assert max(kept) < 0.2                         # without the rule, the ripple sets σ
 
 
 def test_the_rough_plateau_ends_when_a_sample_beats_the_start():
@@ -421,7 +421,6 @@ def test_the_rough_plateau_ends_when_a_sample_beats_the_start():
 def test_the_way_back_to_the_best_basin_is_no_rough_plateau():
     """A restart starts the rough-plateau test afresh; the way back to the best basin does not (its
     slope was found, and the losses of a settled basin lie close together)."""
-    from rendergrad.plugins.restarts import Restarts
     space = ParamSpace([Param("x"), Param("y")])
     est = PRDPT()
     est.setup(space, 100)
@@ -437,7 +436,6 @@ def test_the_way_back_to_the_best_basin_is_no_rough_plateau():
     assert est.basin_start == -math.inf
     est._flat(torch.tensor([1.0, 0.99], dtype=torch.float64))
     assert est._flat(torch.tensor([1.0, 0.99], dtype=torch.float64)) == (False, False)
-    assert isinstance(est.restarts, Restarts)
 
 
 @pytest.mark.parametrize("seed", [4, 7])
