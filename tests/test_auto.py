@@ -19,7 +19,7 @@ def test_auto_picks_adaptive_prdpt_for_few_parameters_and_says_why(plateau_scene
     first = res.history[0]
     assert first["auto"] == "prdpt" and "adaptive" in first["auto_reason"]
     assert "auto estimator: prdpt" in caplog.text
-    assert res.evaluations == 40
+    assert res.evaluations in (40, 41)   # 20 steps of one pair; one elite check on a noise-free renderer
 
 
 def test_auto_takes_analytic_for_many_differentiable_parameters_and_leaves_a_plateau(plateau_scene):
