@@ -91,6 +91,7 @@ from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
 from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
+from .basin import ELITE_MEANING, ROUGH_MEANING, BasinRules, check_fraction
 from .kernel_shape import KernelShape
 from .restarts import Restarts
 from .schedules import AdaptiveSigma, progress, sigma_control
@@ -100,7 +101,6 @@ MODES = ("score", "reparam")
 TRANSFORMS = ("none", "log")
 BOUNDS = ("clamp", "shift", "reflect")
 COVARIANCES = ("adaptive", "isotropic")
-SLOPE_FOUND = 0.1   # a sample this far below a basin's first loss ends its rough plateau
 
 
 def reflect_into_unit(x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +152,7 @@ def kernel_gradient_offsets(m: int, n: int, gen: torch.Generator, qmc: bool) -> 
     return sign * torch.sqrt(-2.0 * torch.log(half))
 
 
-class PRDPT(GradientEstimator):
+class PRDPT(BasinRules, GradientEstimator):
     """Gaussian-smoothed gradients (PRDPT): crosses plateaus with forward renders only."""
 
     name = "prdpt"
@@ -222,18 +222,9 @@ class PRDPT(GradientEstimator):
         # forward-only renderers up front.
         self.requires_differentiable = mode == "reparam"
         self.transform, self.bounds = transform, bounds
-        if not (isinstance(elite, (int, float)) and 0.0 <= float(elite) < 1.0):
-            raise ConfigError(f"prdpt: elite (how much a sample must beat the best loss seen, as a fraction, "
-                              f"for the step to jump to it) must be in [0, 1), got {elite!r}; 0 turns it off")
-        self.elite = float(elite)
-        if not (isinstance(rough, (int, float)) and 0.0 <= float(rough) < 1.0):
-            raise ConfigError(f"prdpt: rough (the relative spread of a step's losses that still counts as a "
-                              f"plateau before any slope was found) must be in [0, 1), got {rough!r}; 0 turns it off")
-        self.rough = float(rough)
-        self.basin_start: float | None = None   # the first step's mean loss in this basin (rough plateau)
-        self.rough_streak = 0                    # consecutive steps that looked like a rough plateau
-        self.best_seen = math.inf   # the lowest sampled loss in this basin (elite jumps)
-        self.repeatable = False     # whether the renderer has returned the same loss twice (no noise)
+        self.elite = check_fraction("prdpt", "elite", elite, ELITE_MEANING)
+        self.rough = check_fraction("prdpt", "rough", rough, ROUGH_MEANING)
+        self._reset_basin()
         self.loss_scale: float | None = None     # the log transform's unit, fixed at the first step
         self.scales: torch.Tensor | None = None
 
@@ -245,7 +236,7 @@ class PRDPT(GradientEstimator):
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
         self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
         self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
-        self.best_seen, self.repeatable, self.basin_start, self.rough_streak = math.inf, False, None, 0
+        self._reset_basin()
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":
@@ -255,29 +246,20 @@ class PRDPT(GradientEstimator):
         return torch.log(losses.clamp_min(0.0) / self.loss_scale + 1e-12)
 
     def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"loss_scale": self.loss_scale, "best_seen": self.best_seen,
-                               "repeatable": self.repeatable, "basin_start": self.basin_start,
-                               "rough_streak": self.rough_streak}
+        out: dict[str, Any] = {"loss_scale": self.loss_scale, **self._basin_state()}
         if self.adaptive is not None:
             out["adaptive"] = self.adaptive.state_dict()
         if self.shape is not None:
             out["shape"] = self.shape.state_dict()
-        if self.restarts is not None:
-            out["restarts"] = self.restarts.state_dict()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loss_scale = state.get("loss_scale") if state else None
-        self.best_seen = float(state.get("best_seen", math.inf)) if state else math.inf
-        self.repeatable = bool(state.get("repeatable", False)) if state else False
-        self.basin_start = state.get("basin_start") if state else None
-        self.rough_streak = int(state.get("rough_streak", 0)) if state else 0
+        self._load_basin_state(state)
         if self.adaptive is not None and state and "adaptive" in state:
             self.adaptive.load_state_dict(state["adaptive"])
         if self.shape is not None and state and "shape" in state:
             self.shape.load_state_dict(state["shape"])
-        if self.restarts is not None and state and "restarts" in state:
-            self.restarts.load_state_dict(state["restarts"])
 
     def sigma_at(self, ctx: StepContext, renders: int = 0) -> float:
         if self.adaptive is not None:
@@ -300,89 +282,14 @@ class PRDPT(GradientEstimator):
             loss = float(loss_fn(u.unsqueeze(0))[0])
             renders += 1
         info: dict[str, Any] = {"sigma": sigma}
-        if self.restarts is not None and self.adaptive is not None:
-            jump = self.restarts.after_step(u_now, loss, sigma, self.adaptive.sigma0, ctx,
-                                            int(getattr(loss_fn, "renders", 0)))
-            if jump is not None:   # σ, path and kernel shape start afresh where the run goes on
-                step, new_sigma = jump
-                info["restart"] = "back to the best basin" if self.restarts.returned else self.restarts.count
-                self.adaptive.load_state_dict({"sigma": new_sigma, "path": None})
-                if self.shape is not None:
-                    self.shape.reset()
-                self.best_seen = math.inf
-                # a restart starts on unknown ground; the way back goes to a basin whose slope was
-                # already found, where a loss floor must not pass for a rough plateau
-                self.basin_start = -math.inf if self.restarts.returned else None
-                self.rough_streak = 0
+        restart = self._restart(u_now, loss, sigma, ctx, int(getattr(loss_fn, "renders", 0)), info)
+        if restart is not None:   # the kernel's shape starts afresh too
+            step = restart
+            if self.shape is not None:
+                self.shape.reset()
         if jumped and "restart" not in info:   # a restart replaces the jump
             info["elite"] = True
         return Estimate(grad=grad, loss=loss, renders=renders, info=info, step=step)
-
-    def _flat(self, losses: torch.Tensor) -> tuple[bool, bool]:
-        """``(flat, rough)`` for a step's sampled losses.
-
-        ``flat``: the losses are equal up to the adaptive σ's ``flat_tol``; the samples saw no
-        slope, so the step is skipped and σ grows.
-
-        ``rough``: the run is on a *rough plateau*. No sample of this basin has beaten its first
-        step's loss by 10 %, and this step's losses differ by at most ``rough`` (5 %) of their
-        size, as did the step before. The step is taken, but σ grows as on a flat step instead
-        of following the path length.
-
-        Why: a plateau is rarely smooth. A disc that does not overlap its target on a 64² image
-        changes the loss by ±1.5 % from one pixel offset to the next (aliasing of its soft
-        edge). A pair of samples reads that deterministic ripple as a slope. The directions it
-        gives are random, and the path length, seeing them, lets σ drift down until the kernel
-        can no longer reach the target (16 runs of 50 failed there). A real slope at
-        the start differs from the ripple in size: at σ₀ it moves the loss by tens of percent.
-        Once a sample has found one (10 % below the start), the run is past its plateau and only
-        the exact test applies, so a loss floor near the optimum (render noise of a few percent)
-        never widens σ. Two such steps in a row, not one: on a real slope a pair of samples
-        nearly square to the gradient also differs by little (Rosenbrock²'s first step, by
-        0.15 %), and one wider σ sends a chaotic run elsewhere.
-        """
-        assert self.adaptive is not None
-        y = losses.detach().to(torch.float64).reshape(-1)
-        if self.basin_start is None:
-            self.basin_start = float(y.mean())
-        flat, looks_rough = self.adaptive.is_flat(y), False
-        if not flat and self.rough and math.isfinite(self.basin_start) and \
-                min(self.best_seen, float(y.min())) >= self.basin_start - SLOPE_FOUND * abs(self.basin_start):
-            looks_rough = float(y.max() - y.min()) <= self.rough * max(float(y.abs().max()), 1e-300)
-        self.rough_streak = self.rough_streak + 1 if looks_rough else 0
-        return flat, self.rough_streak >= 2
-
-    def _elite_jump(self, loss_fn, losses: torch.Tensor, points: torch.Tensor, u: torch.Tensor,
-                    flat: bool, ctx: StepContext) -> tuple[torch.Tensor | None, int]:
-        """``(move, renders)``: the move to this step's best sample when it beats the best loss seen
-        by ``elite`` (and the step's losses are not ``flat``), else None, and the renders spent.
-
-        A Monte Carlo renderer's lowest sample is often the luckiest noise, not the best point
-        (a caustic's fireflies change the loss by a third from one render to the next), so a
-        candidate is rendered once more and the step jumps only if the new render beats the bar
-        too. A renderer that returns the very same loss again is noise-free: later candidates are
-        taken without the extra render.
-        """
-        if not self.elite or not ctx.takes_step:   # nobody would take the jump: no render for it
-            return None, 0
-        i = int(torch.argmin(losses))
-        low = float(losses[i])
-        bar = self.best_seen - self.elite * abs(self.best_seen)
-        jump, renders = None, 0
-        spent, budget = int(getattr(loss_fn, "renders", 0)), ctx.max_renders
-        if math.isfinite(self.best_seen) and low < bar and not flat:
-            if self.repeatable:
-                again = low
-            elif budget is not None and spent >= budget:
-                again = math.inf          # no render left to check it: the gradient step instead
-            else:
-                again = float(loss_fn(points[i:i + 1])[0])
-                renders = 1
-                self.repeatable = abs(again - low) <= 1e-12 * max(abs(low), 1e-300)
-            if again < bar:
-                jump = points[i] - u
-        self.best_seen = min(self.best_seen, low)
-        return jump, renders
 
     # -- the estimator ---------------------------------------------------------------------
     def _sigmas(self, n: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
