@@ -28,6 +28,8 @@ import torch
 from rendergrad import StepContext
 from rendergrad.errors import ConfigError
 
+from .restarts import Restarts
+
 SLOPE_FOUND = 0.1   # a sample this far below a basin's first loss ends its rough plateau
 ELITE_MEANING = "how much a sample must beat the best loss seen, as a fraction, for the step to jump to it"
 ROUGH_MEANING = "the relative spread of a step's losses that still counts as a plateau before any slope was found"
@@ -47,6 +49,26 @@ class BasinRules:
     elite: float
     rough: float
     restarts: Any
+
+    def _configure_basin(self, who: str, adaptive: bool, elite: Any, rough: Any,
+                         restarts: bool | dict[str, float] | None) -> None:
+        """Validate and keep the rules' options (``restarts=None``: on exactly with the adaptive σ)."""
+        self.elite = check_fraction(who, "elite", elite, ELITE_MEANING)
+        self.rough = check_fraction(who, "rough", rough, ROUGH_MEANING)
+        if restarts is None:
+            restarts = adaptive
+        if restarts and not adaptive:
+            raise ConfigError(f"{who}: restarts follow the adaptive σ (they start when it has collapsed); "
+                              "they need schedule = 'adaptive'")
+        self.restart_options = dict(restarts) if isinstance(restarts, dict) else {}
+        self.use_restarts = bool(restarts)
+        self.restarts = None
+        self._reset_basin()
+
+    def _start_basin(self) -> None:
+        """A run starts: fresh restart bookkeeping and an empty basin memory (call from ``setup``)."""
+        self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
+        self._reset_basin()
 
     def _reset_basin(self) -> None:
         self.best_seen = math.inf   # the lowest sampled loss in this basin (elite jumps)

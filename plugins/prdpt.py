@@ -91,9 +91,8 @@ from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
 from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
-from .basin import ELITE_MEANING, ROUGH_MEANING, BasinRules, check_fraction
+from .basin import BasinRules
 from .kernel_shape import KernelShape
-from .restarts import Restarts
 from .schedules import AdaptiveSigma, progress, sigma_control
 
 SAMPLERS = ("gaussian", "importance")
@@ -208,23 +207,13 @@ class PRDPT(BasinRules, GradientEstimator):
                               "sampler = 'gaussian' (or set covariance = 'isotropic')")
         self.covariance, self.shape_options = covariance, dict(shape or {})
         self.shape: KernelShape | None = None
-        if restarts is None:
-            restarts = adaptive
-        if restarts and not adaptive:
-            raise ConfigError("prdpt: restarts follow the adaptive σ (they start when it has collapsed); "
-                              "they need schedule = 'adaptive'")
-        self.restart_options = dict(restarts) if isinstance(restarts, dict) else {}
-        self.restarts: Restarts | None = None
-        self.use_restarts = bool(restarts)
         self.samples, self.antithetic, self.sampler, self.mode = samples, bool(antithetic), sampler, mode
         self.qmc, self.center, self.sigma_step = bool(qmc), bool(center), bool(sigma_step)
         # An instance attribute: the loop checks it, so the reparameterised mode refuses
         # forward-only renderers up front.
         self.requires_differentiable = mode == "reparam"
         self.transform, self.bounds = transform, bounds
-        self.elite = check_fraction("prdpt", "elite", elite, ELITE_MEANING)
-        self.rough = check_fraction("prdpt", "rough", rough, ROUGH_MEANING)
-        self._reset_basin()
+        self._configure_basin("prdpt", adaptive, elite, rough, restarts)
         self.loss_scale: float | None = None     # the log transform's unit, fixed at the first step
         self.scales: torch.Tensor | None = None
 
@@ -235,8 +224,7 @@ class PRDPT(BasinRules, GradientEstimator):
         if self.adaptive is not None:
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
         self.shape = KernelShape(space.size, **self.shape_options) if self.covariance == "adaptive" else None
-        self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
-        self._reset_basin()
+        self._start_basin()
 
     def _transformed(self, losses: torch.Tensor) -> torch.Tensor:
         if self.transform == "none":

@@ -65,9 +65,8 @@ from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
 from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
-from .basin import ELITE_MEANING, ROUGH_MEANING, BasinRules, check_fraction
+from .basin import BasinRules
 from .prdpt import reflect_into_unit
-from .restarts import Restarts
 from .schedules import AdaptiveSigma, progress, sigma_control
 
 SURROGATES = ("mlp", "quadratic")
@@ -190,17 +189,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
             raise ConfigError(f"zerograds: bounds {bounds!r} is not one of {BOUNDS}")
         self.bounds, self.reflect_margin = bounds, float(reflect_margin)
         self.cross_check = bool(cross_check)
-        self.elite = check_fraction("zerograds", "elite", elite, ELITE_MEANING)
-        self.rough = check_fraction("zerograds", "rough", rough, ROUGH_MEANING)
-        if restarts is None:
-            restarts = adaptive
-        if restarts and not adaptive:
-            raise ConfigError("zerograds: restarts follow the adaptive σ (they start when it has collapsed); "
-                              "they need schedule = 'adaptive'")
-        self.restart_options = dict(restarts) if isinstance(restarts, dict) else {}
-        self.use_restarts = bool(restarts)
-        self.restarts: Restarts | None = None
-        self._reset_basin()
+        self._configure_basin("zerograds", adaptive, elite, rough, restarts)
         self.kind, self.hidden, self.layers, self.encoding = surrogate, hidden, layers, encoding
         self.lr, self.updates, self.fit_first = float(lr), updates, bool(fit_first)
         self.buffer_size, self.locality_weights = buffer, bool(locality_weights)
@@ -243,8 +232,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
         self._reset_buffer(n)
         if self.adaptive is not None:
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
-        self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
-        self._reset_basin()
+        self._start_basin()
 
     # -- surrogate -------------------------------------------------------------------------
     def _targets(self, y: torch.Tensor) -> torch.Tensor:
