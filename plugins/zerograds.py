@@ -289,7 +289,8 @@ class ZeroGrads(BasinRules, GradientEstimator):
         rho = self._locality_points(u.float(), offsets, sig)
         tau = torch.randn(rho.shape, generator=ctx.generator, dtype=torch.float32) * (sig * self.smoothing)
         rendered = reflect_into_unit(rho - tau) if self.bounds == "reflect" else rho - tau
-        y = loss_fn(rendered.to(u.dtype)).detach().float()
+        rendered_losses = loss_fn(rendered.to(u.dtype)).detach()
+        y = rendered_losses.float()
         if self.scale is None:
             self.scale = max(float(y.abs().mean()), 1e-30)
 
@@ -313,7 +314,8 @@ class ZeroGrads(BasinRules, GradientEstimator):
         info: dict[str, Any] = {"sigma": sigma_o, "surrogate_loss": fit_loss}
         step, extra = None, 0
         if self.adaptive is not None:
-            losses = y.to(u.dtype)
+            # at the renderer's own precision: the elite check compares a second render with it
+            losses = rendered_losses.to(u.dtype)
             flat, rough = self._flat(losses)
             jump, extra = self._elite_jump(loss_fn, losses, rendered.to(u.dtype), u, flat, ctx)
             d = self._cross_checked(grad, y, z, sig, m)

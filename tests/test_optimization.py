@@ -70,7 +70,8 @@ def test_replayed_steps_equal_inline_steps(toy_scene, tmp_path):
     fast = rg.Optimization("toy", "mse", "zerograds", **kw).run()
     replay, calls = _drive(lambda: rg.Optimization("toy", "mse", "zerograds", **kw), tmp_path,
                            save_every_call=False)
-    assert calls == 5 and torch.equal(fast.u, replay.u)
+    assert calls in (5, 6)   # five steps; one elite check (a batch of its own) on a noise-free renderer
+    assert torch.equal(fast.u, replay.u)
     assert fast.history == replay.history
 
 
