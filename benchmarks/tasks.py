@@ -22,6 +22,9 @@ function value; the objective compares it with a zero image, so the loss is the 
    ZeroGrads criterion) where ``led`` asks for every segment right.
 6. ``texture``: a 64×64×3 texture (12,288 parameters) seen through the toy renderer;
    error = texture MSE.
+7. ``two_shapes``: a disc (position, radius) and a box (position, RGB colour) on the toy
+   renderer, 8 parameters, added after every default had been chosen; error = RMS distance in
+   normalised parameters, success at 0.01.
 """
 
 from __future__ import annotations
@@ -254,6 +257,37 @@ def plateau_task() -> Task:
             "cma": _dfo("cma", sigma0=0.3),
             "ngopt": _dfo("NGOpt"),
         })
+
+
+TWO_SHAPES_SCENE = {
+    "resolution": 64, "mode": "soft", "softness": 0.02,
+    "shapes": [{"type": "disc", "x": "ax", "y": "ay", "radius": "ra", "color": [0.9, 0.2, 0.2]},
+               {"type": "box", "x": "bx", "y": "by", "width": 0.25, "height": 0.12, "color": "bc"}],
+    "params": [{"name": "ax", "init": 0.4, "low": 0.15, "high": 0.85},
+               {"name": "ay", "init": 0.5, "low": 0.15, "high": 0.85},
+               {"name": "ra", "init": 0.1, "low": 0.04, "high": 0.25},
+               {"name": "bx", "init": 0.45, "low": 0.15, "high": 0.85},
+               {"name": "by", "init": 0.55, "low": 0.15, "high": 0.85},
+               {"name": "bc", "shape": [3], "init": [0.5, 0.5, 0.5]}],
+}
+TWO_SHAPES_TARGET = {"ax": 0.62, "ay": 0.35, "ra": 0.14, "bx": 0.35, "by": 0.66, "bc": [0.2, 0.7, 0.4]}
+
+
+def two_shapes_task() -> Task:
+    """Two objects, eight parameters (a disc's position and radius, a box's position and colour):
+    a scene added after the defaults were chosen, to see them on something nobody tuned for."""
+    from rendergrad.renderers.toy import ToyRenderer
+    space = ToyRenderer(**TWO_SHAPES_SCENE).parameter_space()
+    target_u = space.to_unit(space.flatten(TWO_SHAPES_TARGET)).to(torch.float64)
+
+    def error(theta: torch.Tensor) -> float:
+        u = space.to_unit(theta.to(torch.float64))
+        return float(torch.sqrt(((u - target_u) ** 2).mean()))
+
+    return Task(
+        name="two_shapes", description="toy renderer: a disc (x, y, radius) and a box (x, y, RGB), 8 parameters",
+        make_renderer=lambda: ToyRenderer(**TWO_SHAPES_SCENE), target_params=TWO_SHAPES_TARGET, error=error,
+        budget=600, quick_budget=300, success=0.01, methods=default_methods())
 
 
 def led_task(segments: int = 64, success: float | None = None) -> Task:
@@ -492,6 +526,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "rosenbrock": lambda: with_defaults(rosenbrock_task()), "plateau": lambda: with_defaults(plateau_task()),
     "led": lambda **kw: with_defaults(led_task(**kw)), "texture": texture_task,
     "led336": lambda: with_defaults(led_task(336, success=0.01)),
+    "two_shapes": two_shapes_task,
     **{name: (lambda name=name: mixed_task(name)) for name in MIXED},
     **{name: (lambda name=name: paper_task(name)) for name in PAPER},
 }
