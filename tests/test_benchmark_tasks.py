@@ -160,3 +160,11 @@ def test_variants_name_an_estimator_with_options():
     assert bench._variant("c=cma")[1]["kind"] == "baseline"
     with pytest.raises(SystemExit, match="not JSON"):
         bench._variant("x=prdpt:{covariance}")
+
+
+def test_two_shapes_error_is_zero_at_its_target_and_measures_the_start():
+    task = get_task("two_shapes")
+    space = task.make_renderer().parameter_space()
+    assert task.error(space.flatten(task.target_params)) == pytest.approx(0.0, abs=1e-12)
+    assert task.error(space.initial_theta()) == pytest.approx(0.214, abs=1e-3)   # RMS over 8 normalised parameters
+    assert set(task.methods) >= {"prdpt", "zerograds", "auto", "cma", "ngopt"}
