@@ -75,6 +75,8 @@ reads the ripple's random directions as "σ too wide". Measured at 600 renders: 
 plateau disc 50/50 seeds (10–59) in a median of 192 renders, against 34/50 in 249 without it;
 box 39/50 (36/50), the toy and Rosenbrock² unchanged (``benchmarks/results/defaults.md``).
 
+Restarts, elite jumps and rough plateaus live in :mod:`.basin`, shared with ``zerograds``.
+
 The ``loss`` reported per step is the mean of the losses actually rendered, i.e. a Monte Carlo
 estimate of the smoothed loss ``g(u)``; with ``center=True`` one extra render at ``u`` itself
 reports ``f(u)`` exactly.
