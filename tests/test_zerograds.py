@@ -145,3 +145,14 @@ def test_default_run_resumes_bit_identically_with_its_basin_memory(tmp_path, pla
     est = ZeroGrads()
     est.setup(ParamSpace([Param("u", shape=(2,))]), 10)
     assert {"best_seen", "repeatable", "basin_start", "rough_streak", "restarts"} <= set(est.state_dict())
+
+
+def test_a_settled_run_restarts_and_returns_to_its_best_basin(plateau_scene, plateau_target):
+    """The shared restart rule drives ZeroGrads too: σ collapses in the target's basin, the run
+    starts again elsewhere, and for the last fifth it goes back and ends on the target."""
+    res = rg.optimize("toy", "mse", "zerograds", renderer_options=plateau_scene, target_params=plateau_target,
+                      steps=400, max_renders=400, seed=2)
+    restarts = [h["restart"] for h in res.history if "restart" in h]
+    assert restarts and restarts[0] == 1
+    assert restarts[-1] == "back to the best basin"
+    assert math.dist([res.params["x"], res.params["y"]], [0.7, 0.3]) < 0.03
