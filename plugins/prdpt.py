@@ -116,6 +116,18 @@ def reflect_into_unit(x: torch.Tensor) -> torch.Tensor:
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+def inset(u: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """``u`` moved inward to at least ``margin`` from each bound of ``[0, 1]`` (a sampling centre)."""
+    return torch.minimum(torch.maximum(u, margin), 1.0 - margin)
+
+
+def without_outward(u: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """``direction`` with the components zeroed that push a parameter at a bound further out:
+    such steps cannot be taken, so they are left out of the step and of the path length."""
+    pinned = ((u <= 0.0) & (direction > 0)) | ((u >= 1.0) & (direction < 0))
+    return torch.where(pinned, torch.zeros_like(direction), direction)
+
+
 def _seed_from(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
@@ -297,7 +309,7 @@ class PRDPT(BasinRules, GradientEstimator):
         offsets = torch.cat([eps, -eps]) if self.antithetic else eps
         if self.bounds in ("shift", "reflect"):
             margin = (2.0 * axis).clamp(max=0.5) if self.bounds == "shift" else axis.clamp(max=self.reflect_margin)
-            u = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
+            u = inset(u, margin)
         points = u.unsqueeze(0) + offsets
         return u, reflect_into_unit(points) if self.bounds == "reflect" else points
 
@@ -344,10 +356,7 @@ class PRDPT(BasinRules, GradientEstimator):
             grad = grad * (math.sqrt(n) / norm) if norm > 0 and math.isfinite(norm) else torch.zeros_like(grad)
         step = None
         if self.adaptive is not None:
-            # directions that push a parameter already at its bound further out are not steps
-            # that can be taken: leave them out of the path length
-            pinned = ((u0 <= 0.0) & (grad > 0)) | ((u0 >= 1.0) & (grad < 0))
-            direction = torch.where(pinned, torch.zeros_like(grad), grad)
+            direction = without_outward(u0, grad)
             norm = float(torch.linalg.vector_norm(direction))
             # a trust region that follows σ: a step of `step`·σ per coordinate (on average)
             # down the smoothed gradient; σ then adapts from the directions seen

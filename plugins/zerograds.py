@@ -66,7 +66,7 @@ from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
 from .basin import BasinRules
-from .prdpt import reflect_into_unit
+from .prdpt import inset, reflect_into_unit, without_outward
 from .schedules import AdaptiveSigma, progress, sigma_control
 
 SURROGATES = ("mlp", "quadratic")
@@ -318,9 +318,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
             losses = rendered_losses.to(u.dtype)
             flat, rough = self._flat(losses)
             jump, extra = self._elite_jump(loss_fn, losses, rendered.to(u.dtype), u, flat, ctx)
-            d = self._cross_checked(grad, y, z, sig, m)
-            pinned = ((u <= 0.0) & (d > 0)) | ((u >= 1.0) & (d < 0))
-            direction = torch.where(pinned, torch.zeros_like(d), d)
+            direction = without_outward(u, self._cross_checked(grad, y, z, sig, m))
             norm = float(torch.linalg.vector_norm(direction))
             step = torch.zeros_like(grad) if flat or not (norm > 0 and math.isfinite(norm)) else \
                 -self.step * sig.to(grad.dtype) * direction * (math.sqrt(n) / norm)
@@ -328,8 +326,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
             if self.sigma_signal == "samples" and self.antithetic:
                 # σ follows what the renders say, not the surrogate: a fitted network keeps its
                 # slope from step to step even where noisy samples flip back and forth
-                raw = (((y[:m] - y[m:]) / 2.0)[:, None] * z).mean(0).to(grad.dtype)
-                signal = torch.where(((u <= 0.0) & (raw > 0)) | ((u >= 1.0) & (raw < 0)), torch.zeros_like(raw), raw)
+                signal = without_outward(u, self._pair_slope(y, z, m).to(grad.dtype))
             self.adaptive.update(signal, flat=flat or rough)
             if jump is not None:
                 step = jump
@@ -339,6 +336,12 @@ class ZeroGrads(BasinRules, GradientEstimator):
                 step = restart
                 info.pop("elite", None)
         return Estimate(grad=grad, loss=float(y.mean()), renders=int(rho.shape[0]) + extra, info=info, step=step)
+
+    @staticmethod
+    def _pair_slope(y: torch.Tensor, z: torch.Tensor, m: int) -> torch.Tensor:
+        """The antithetic pairs' score estimate of the smoothed gradient, in units of σ
+        (``mean((f(u+ε) − f(u−ε))/2 · z)``; divide by σ for the gradient in ``u``)."""
+        return (((y[:m] - y[m:]) / 2.0)[:, None] * z).mean(0)
 
     def _cross_checked(self, grad: torch.Tensor, y: torch.Tensor, z: torch.Tensor, sig: torch.Tensor,
                        m: int) -> torch.Tensor:
@@ -357,7 +360,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
         """
         if not (self.cross_check and self.antithetic):
             return grad
-        pairs = ((((y[:m] - y[m:]) / 2.0)[:, None] * z).mean(0) / sig).to(grad.dtype)
+        pairs = (self._pair_slope(y, z, m) / sig).to(grad.dtype)
         return pairs if float(pairs @ grad) < 0 else grad
 
     def _locality_points(self, u: torch.Tensor, offsets: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
@@ -373,8 +376,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
         if self.bounds == "clamp":
             return (u.unsqueeze(0) + offsets).clamp(0.0, 1.0)
         margin = sig.clamp(max=self.reflect_margin)
-        centre = torch.minimum(torch.maximum(u, margin), 1.0 - margin)
-        return reflect_into_unit(centre.unsqueeze(0) + offsets)
+        return reflect_into_unit(inset(u, margin).unsqueeze(0) + offsets)
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
