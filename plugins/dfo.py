@@ -21,7 +21,10 @@ it rebuilds the library object by starting it from the same seed and asking/tell
 generations again. That is exact because each object draws from its own copy of numpy's global
 random state (both libraries use ``np.random`` internally): the copy is swapped in around every
 call into the library, so nothing else in the process can shift its stream and the object never
-disturbs anyone else's. A rebuilt population that does not match its checksum (another library
+disturbs anyone else's. Two of nevergrad's habits would still break it, and both are closed: some
+of NGOpt's choices start pycma without a seed (pycma then seeds numpy from the clock:
+:func:`pycma_seeded_by_stream`), and they run it in a thread that computes its next candidate
+after ``tell`` has returned (:func:`settle` waits for it). A rebuilt population that does not match its checksum (another library
 version) stops the resume with a clear error rather than continuing differently. Rebuilding
 costs one ask/tell per past generation (about 2 ms each for pycma in 2-D, 4 ms for nevergrad's
 NGOpt), only when a state is loaded into a fresh object: replays of a step within one process
@@ -34,6 +37,7 @@ import contextlib
 import difflib
 import importlib.util
 import math
+import time
 import warnings
 from typing import Any, Iterator, Mapping
 
@@ -68,6 +72,69 @@ class NumpyStream:
         finally:
             self.state = np.random.get_state()
             np.random.set_state(outer)
+
+
+@contextlib.contextmanager
+def pycma_seeded_by_stream() -> Iterator[None]:
+    """While active, pycma objects created without a ``seed`` option draw from numpy's current
+    global state (the :class:`NumpyStream` swapped in) instead of reseeding it from the clock.
+
+    Why: pycma's default seed is ``"time"``. nevergrad starts ``cma.fmin`` without a seed inside
+    some of its portfolio's choices (NGOpt picks a CMA-based meta-model for a few hundred
+    evaluations in 8 dimensions), so those runs differed from process to process, from the first
+    candidate on, and could not be rebuilt by replay. pycma's "do nothing" seed (NaN) as the
+    default makes them functions of the run's seed again.
+    """
+    try:
+        import cma.options_parameters as pycma_options
+    except ImportError:
+        yield
+        return
+    defaults = pycma_options.cma_default_options
+    before = defaults["seed"]
+    defaults["seed"] = math.nan
+    try:
+        yield
+    finally:
+        defaults["seed"] = before
+
+
+def recast_threads(optimizer: Any, depth: int = 6) -> list[Any]:
+    """The threads in which nevergrad runs wrapped ``minimize``-style optimizers (``CmaFmin2``,
+    scipy's methods: a ``MessagingThread`` each), in ``optimizer`` and its sub-optimizers."""
+    import nevergrad as ng
+    found: list[Any] = []
+    stack: list[tuple[Any, int]] = [(optimizer, 0)]
+    seen: set[int] = set()
+    while stack:
+        obj, level = stack.pop()
+        if id(obj) in seen or level > depth:
+            continue
+        seen.add(id(obj))
+        thread = getattr(obj, "_messaging_thread", None)
+        if thread is not None and hasattr(thread, "messages_ask"):
+            found.append(thread)
+        for value in vars(obj).values():
+            items = value if isinstance(value, (list, tuple)) else \
+                list(value.values()) if isinstance(value, dict) else [value]
+            stack += [(v, level + 1) for v in items if isinstance(v, ng.optimizers.base.Optimizer)]
+    return found
+
+
+def settle(threads: list[Any], timeout: float = 60.0) -> None:
+    """Wait until each thread has posted its next candidate or ended.
+
+    Why: nevergrad's tell hands a wrapped optimizer its loss through a queue and returns at once;
+    the thread then computes its next candidate *concurrently* (pycma's update and sampling, drawn
+    from numpy's global random state). Returning before it is done lets those draws land outside
+    this optimizer's :class:`NumpyStream`, at whatever moment the scheduler picks, and the run
+    differs from one process to the next. Once the next candidate is posted, the thread is blocked
+    waiting for its loss and draws nothing more.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        while thread.is_alive() and thread.messages_ask.empty() and time.monotonic() < deadline:
+            time.sleep(0.0002)
 
 
 def _checksum(x: np.ndarray) -> float:
@@ -110,6 +177,13 @@ class LibraryOptimizer(GradientEstimator):
 
     def _diagnostics(self) -> dict[str, float]:
         return {}
+
+    @contextlib.contextmanager
+    def _library(self) -> Iterator[None]:
+        """Around every call into the library: its own copy of numpy's random state."""
+        assert self._stream is not None
+        with self._stream.active():
+            yield
 
     # -- state --------------------------------------------------------------------------
     def _reset(self) -> None:
@@ -165,19 +239,19 @@ class LibraryOptimizer(GradientEstimator):
         self._seed, self._x0, self._budget = seed, x0.detach().to("cpu", torch.float64).clone(), budget
         self._dim = self._x0.shape[0]
         self._stream = NumpyStream(seed)
-        with self._stream.active():
+        with self._library():
             self._lib = self._create(self._x0.numpy().copy(), seed, budget)
 
     def _ask_once(self) -> tuple[Any, np.ndarray]:
         if self._asked is None:
-            with self._stream.active():
+            with self._library():
                 token, x = self._ask()
             self._asked = (token, np.asarray(x, dtype=np.float64))
         return self._asked
 
     def _generation(self, token: Any, x: np.ndarray, losses: torch.Tensor) -> None:
         values = losses.detach().to("cpu", torch.float64).reshape(-1)
-        with self._stream.active():
+        with self._library():
             self._tell(token, values.numpy().copy())
             self._rec = np.clip(np.asarray(self._recommend(), dtype=np.float64), 0.0, 1.0)
             self._converged = bool(self._stopped())
@@ -346,6 +420,11 @@ class Nevergrad(LibraryOptimizer):
             raise ConfigError(f"{self.name}: nevergrad optimizer {self.optimizer!r} refused options "
                               f"{self.options}: {e}") from None
 
+    @contextlib.contextmanager
+    def _library(self) -> Iterator[None]:
+        with super()._library(), pycma_seeded_by_stream():
+            yield
+
     def _ask(self) -> tuple[Any, np.ndarray]:
         cands = [self._lib.ask() for _ in range(self.batch)]
         return cands, np.stack([np.asarray(c.value, dtype=np.float64) for c in cands])
@@ -353,6 +432,7 @@ class Nevergrad(LibraryOptimizer):
     def _tell(self, token: Any, losses: np.ndarray) -> None:
         for cand, value in zip(token, losses):
             self._lib.tell(cand, float(value))
+            settle(recast_threads(self._lib))
 
     def _recommend(self) -> np.ndarray:
         return np.asarray(self._lib.provide_recommendation().value, dtype=np.float64)

@@ -95,6 +95,24 @@ def test_other_users_of_numpys_generator_change_nothing(plateau_scene):
     assert np.array_equal(np.random.get_state()[1], np.random.RandomState(123).get_state()[1])
 
 
+def test_ngopt_choices_that_run_in_a_thread_repeat_and_resume_exactly(tmp_path):
+    """Eight parameters and a 600-render plan: NGOpt picks a meta-model over pycma's ``fmin``,
+    which nevergrad runs in a thread (seeded from the clock by default, computing its next
+    candidate while the caller goes on). The runs must still be functions of the seed."""
+    from benchmarks.tasks import TWO_SHAPES_SCENE, TWO_SHAPES_TARGET
+    kw = dict(renderer_options=TWO_SHAPES_SCENE, estimator_options={"budget": 600}, target_params=TWO_SHAPES_TARGET,
+              steps=40, seed=2)
+    np.random.seed(321)
+    first = rg.optimize("toy", "mse", "ngopt", **kw)
+    assert np.array_equal(np.random.get_state()[1], np.random.RandomState(321).get_state()[1])
+    again = rg.optimize("toy", "mse", "ngopt", **kw)
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in again.history]
+    assert len({h["loss"] for h in first.history}) > 10 and torch.equal(first.u, again.u)
+    rg.optimize("toy", "mse", "ngopt", max_renders=20, checkpoint_dir=tmp_path, **kw)
+    resumed = rg.optimize("toy", "mse", "ngopt", checkpoint_dir=tmp_path, resume=True, **kw)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in first.history]
+
+
 def test_a_saved_history_that_does_not_replay_is_refused(plateau_scene, tmp_path):
     rg.optimize("toy", "mse", "cma", renderer_options=plateau_scene, estimator_options=CMA6,
                 target_params=TARGET, steps=3, checkpoint_dir=tmp_path)
