@@ -20,6 +20,15 @@ alone rewards a method that gives up early and punishes one that solves the hard
 restart that finds the optimum after 400 renders raises its median); ERT charges every failure its
 full budget, so it is the renders a user should expect to pay for one solution when runs that
 fail are started again.
+
+A third table gives **seconds to success** (median over the runs that got there, and the
+expected seconds per success charged as ERT is), because on a path-traced scene a render's cost
+is not the same for every method: ZeroGrads fits a network between renders, CMA-ES updates a
+covariance. A run recorded with ``seconds`` (one per curve point, as ``estimators`` writes them
+now) is read exactly; an older run without them is estimated as its wall time × its share of
+renders at success, and its cell is marked ``≈``. Runs recorded in different benchmark commands
+shared the machine with different work, so compare ratios within a command's runs where it
+matters.
 """
 
 from __future__ import annotations
@@ -71,6 +80,60 @@ def expected_renders(runs: list[dict[str, Any]], level: float) -> float:
         else:
             spent += max(r["curve"][-1][0], r.get("budget") or 0)
     return spent / ok if ok else math.inf
+
+
+def seconds_to(run: dict[str, Any], level: float) -> tuple[float, bool]:
+    """``(seconds to success or ∞, exact)``: read from the run's ``seconds`` where it has them,
+    else its wall time × the share of its renders spent at success."""
+    curve, secs = run["curve"], run.get("seconds")
+    exact = secs is not None and len(secs) == len(curve)
+    i = next((k for k, (_, e) in enumerate(curve) if e <= level), None)
+    if i is None:
+        return math.inf, exact
+    if exact:
+        return float(secs[i]), True
+    total = max(curve[-1][0], 1)
+    return float(run["wall"]) * curve[i][0] / total, False
+
+
+def expected_seconds(runs: list[dict[str, Any]], level: float) -> tuple[float, float, bool]:
+    """``(median seconds to success, seconds spent per success, all exact)`` over ``runs``."""
+    hits, spent, exact = [], 0.0, True
+    for r in runs:
+        t, ok = seconds_to(r, level)
+        exact = exact and ok
+        if t < math.inf:
+            hits.append(t)
+            spent += t
+        else:
+            secs = r.get("seconds")
+            spent += float(secs[-1]) if secs else float(r["wall"])
+    med = statistics.median(hits) if hits else math.inf
+    return med, (spent / len(hits) if hits else math.inf), exact
+
+
+def seconds_table(runs: list[dict[str, Any]]) -> str:
+    """Seconds to success per task and method: median over successful runs / expected per success."""
+    from benchmarks.tasks import get_task
+    tasks, methods = columns(runs)
+    lines = ["| task | " + " | ".join(methods) + " | best of ours / CMA-ES (expected) |",
+             "|---|" + "---|" * (len(methods) + 1)]
+
+    def fmt(v: float) -> str:
+        return "∞" if v == math.inf else f"{v:.3g}"
+
+    for t in tasks:
+        level = get_task(t).success
+        got = {m: expected_seconds([r for r in runs if r["task"] == t and r["method"] == m], level)
+               for m in methods if any(r["task"] == t and r["method"] == m for r in runs)}
+        ours = [got[m][1] for m in OURS if m in got]
+        ratio = "–" if not ours or "cma" not in got else \
+            ("neither succeeds" if min(ours) == math.inf and got["cma"][1] == math.inf else
+             "CMA-ES never succeeds" if got["cma"][1] == math.inf else f"{min(ours) / got['cma'][1]:.2f}×")
+        cells = [("" if got[m][2] or got[m][1] == math.inf else "≈") + f"{fmt(got[m][0])} / {fmt(got[m][1])}"
+                 if m in got else "" for m in methods]
+        lines.append(f"| {t} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
 
 
 def columns(runs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -157,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if str(HERE.parent) not in sys.path:
         sys.path.insert(0, str(HERE.parent))
     runs = load(paths)
-    md = table(runs) + "\n\nExpected renders to success (all renders spent / successful runs):\n\n" + ert_table(runs)
+    md = (table(runs) + "\n\nExpected renders to success (all renders spent / successful runs):\n\n"
+          + ert_table(runs) + "\n\nSeconds to success, median / expected per success (≈: estimated from the "
+          "run's wall time × its share of renders):\n\n" + seconds_table(runs))
     print(md)
     if args.out:
         Path(args.out).write_text(md + "\n")

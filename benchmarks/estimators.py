@@ -45,7 +45,9 @@ ABLATION_TASKS = ("box", "plateau", "toy")
 
 def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget: int,
             task_kw: dict[str, Any], objective_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One run; returns its error curve ``[(renders, error), ...]`` and timing.
+    """One run; returns its error curve ``[(renders, error), ...]``, the seconds at each of its
+    points (``seconds``, aligned with the curve: time to success needs no assumption about how a
+    run's time is spread over its renders) and the run's wall time.
 
     ``objective_options`` go to the ``mse`` objective of every method alike (baselines too), so
     that a change of objective is compared at equal footing."""
@@ -60,10 +62,15 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
     space = renderer.parameter_space()
     theta0 = space.flatten(task.init or {})
     curve: list[tuple[int, float]] = [(0, task.error(theta0))]
+    seconds: list[float] = [0.0]
+    measuring = [0.0]   # seconds spent computing errors: the benchmark's cost, not the method's
     target = task.target_image() if task.target_image else None
 
     def track(renders: int, u: torch.Tensor) -> None:
+        now = time.perf_counter()
+        seconds.append(round(now - t0 - measuring[0], 4))
         curve.append((int(renders), task.error(space.to_theta(u.detach().to(torch.float64)))))
+        measuring[0] += time.perf_counter() - now
 
     t0 = time.perf_counter()
     if spec["kind"] == "estimator":
@@ -82,7 +89,7 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
                  objective_options=objective_options,
                  on_step=lambda rec, u: track(rec["evaluations"], u), final_render=False)
     wall = time.perf_counter() - t0
-    return {"task": task_name, "method": method, "seed": seed, "curve": curve, "wall": wall}
+    return {"task": task_name, "method": method, "seed": seed, "curve": curve, "seconds": seconds, "wall": wall}
 
 
 def _variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -102,6 +109,7 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
 
 # -- runs recorded as they end -----------------------------------------------------------------
 KEY = ("task", "method", "seed", "budget")
+RECORDED = KEY + ("wall", "curve", "seconds")
 
 
 def _recorded(path: Path, jobs: list[tuple], resume: bool) -> tuple[list[dict[str, Any]], list[tuple]]:
@@ -125,7 +133,7 @@ def _recorder(path: Path, results: list[dict[str, Any]]) -> Callable[[dict[str, 
         res["budget"] = budget
         results.append(res)
         with path.open("a") as f:
-            f.write(json.dumps({k: res[k] for k in ("task", "method", "seed", "budget", "wall", "curve")}) + "\n")
+            f.write(json.dumps({k: res[k] for k in RECORDED if k in res}) + "\n")
         print(f"  {res['task']:<10} {res['method']:<20} seed {res['seed']}: error "
               f"{res['curve'][-1][1]:.3g} in {res['wall']:.1f} s", flush=True)
     return record
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import json
     (out / "runs.json").write_text(json.dumps(  # raw error curves, for re-analysis
-        [{k: r[k] for k in ("task", "method", "seed", "budget", "wall", "curve")} for r in results]))
+        [{k: r[k] for k in RECORDED if k in r} for r in results]))
     cmd = "python -m benchmarks estimators " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Estimator benchmark", "",
              f"Command: `{cmd.strip()}` — {seeds} seeds, {time.perf_counter() - t0:.0f} s total on "

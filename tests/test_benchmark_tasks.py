@@ -97,14 +97,19 @@ def test_estimator_benchmark_end_to_end(tmp_path):
     assert again[:3] == lines[:3] and len(again) == 4
     import json
     assert json.loads(again[3])["curve"] == json.loads(lines[3])["curve"]   # the missing run, re-run
+    for line in again:   # one time per curve point, from 0, never going back
+        run = json.loads(line)
+        assert len(run["seconds"]) == len(run["curve"]) and run["seconds"][0] == 0.0
+        assert run["seconds"] == sorted(run["seconds"]) and run["seconds"][-1] <= run["wall"]
     from benchmarks import defaults_table
     table = tmp_path / "table.md"
     assert defaults_table.main([str(tmp_path / "runs.jsonl"), "--out", str(table)]) == 0
     row = next(line for line in table.read_text().splitlines() if line.startswith("| toy"))
     assert row.count("/2)") >= 2 or "(0/2)" in row            # prdpt and cma cells, 2 seeds each
     assert "met" in row or "missed" in row
-    ert_row = [line for line in table.read_text().splitlines() if line.startswith("| toy")][1]
+    ert_row, seconds_row = [line for line in table.read_text().splitlines() if line.startswith("| toy")][1:]
     assert ert_row.count("|") == 5                             # task, prdpt, cma, ours / CMA-ES
+    assert seconds_row.count("|") == 5 and "≈" not in seconds_row   # read from the recorded seconds
 
 
 def test_first_seed_runs_held_out_seeds(tmp_path):
@@ -127,6 +132,19 @@ def test_expected_renders_charge_failures_their_budget():
             {"curve": [[10, 1.0], [30, 0.0]], "budget": 100}]       # solved at 30
     assert expected_renders(runs, 0.01) == (50 + 100 + 30) / 2
     assert expected_renders(runs[1:2], 0.01) == float("inf")
+
+
+def test_seconds_to_success_are_read_where_recorded_and_estimated_otherwise():
+    from benchmarks.defaults_table import expected_seconds, seconds_to
+    timed = {"curve": [[0, 1.0], [10, 0.5], [50, 0.001], [100, 0.0]], "seconds": [0.0, 1.0, 7.0, 9.0], "wall": 9.5}
+    assert seconds_to(timed, 0.01) == (7.0, True)
+    old = {"curve": [[0, 1.0], [50, 0.001], [100, 0.0]], "wall": 8.0}   # recorded before seconds were
+    assert seconds_to(old, 0.01) == (4.0, False)                        # half the renders: half the time
+    failed = {"curve": [[0, 1.0], [100, 0.5]], "seconds": [0.0, 3.0], "wall": 3.2}
+    assert seconds_to(failed, 0.01)[0] == float("inf")
+    median, per_success, exact = expected_seconds([timed, failed], 0.01)
+    assert (median, per_success, exact) == (7.0, 10.0, True)           # the failure's 3 s charged too
+    assert expected_seconds([timed, old], 0.01)[2] is False
 
 
 def test_texture_methods_run_with_their_own_optimizer():
