@@ -33,12 +33,15 @@ NGOpt), only when a state is loaded into a fresh object: replays of a step withi
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import importlib.util
 import math
+import threading
 import time
 import warnings
+import weakref
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -135,6 +138,33 @@ def settle(threads: list[Any], timeout: float = 60.0) -> None:
     for thread in threads:
         while thread.is_alive() and thread.messages_ask.empty() and time.monotonic() < deadline:
             time.sleep(0.0002)
+
+
+_LIVE_THREADS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_STOP_REGISTERED = False
+
+
+def stop_at_exit(threads: list[Any]) -> None:
+    """Stop these library threads when the interpreter exits, before it waits for its threads.
+
+    Why: nevergrad's threads are not daemons and wait for their next loss for ever. A script
+    that keeps its run (``opt = rg.Optimization(..., "ngopt"); opt.run()``) still holds the
+    optimizer when Python exits, and Python waits for every non-daemon thread before it frees
+    anything: the script never ended. ``threading._register_atexit`` runs just before that wait
+    (it is how ``concurrent.futures`` stops its workers); ``atexit`` where it is missing.
+    """
+    global _STOP_REGISTERED
+    _LIVE_THREADS.update(threads)
+    if threads and not _STOP_REGISTERED:
+        register = getattr(threading, "_register_atexit", None) or atexit.register
+        register(_stop_live_threads)
+        _STOP_REGISTERED = True
+
+
+def _stop_live_threads() -> None:
+    for thread in list(_LIVE_THREADS):
+        with contextlib.suppress(Exception):
+            thread.stop()
 
 
 def _checksum(x: np.ndarray) -> float:
@@ -427,6 +457,7 @@ class Nevergrad(LibraryOptimizer):
 
     def _ask(self) -> tuple[Any, np.ndarray]:
         cands = [self._lib.ask() for _ in range(self.batch)]
+        stop_at_exit(recast_threads(self._lib))
         return cands, np.stack([np.asarray(c.value, dtype=np.float64) for c in cands])
 
     def _tell(self, token: Any, losses: np.ndarray) -> None:

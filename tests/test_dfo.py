@@ -113,6 +113,24 @@ def test_ngopt_choices_that_run_in_a_thread_repeat_and_resume_exactly(tmp_path):
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in first.history]
 
 
+def test_a_script_that_keeps_its_ngopt_run_still_exits():
+    """nevergrad's threads wait for their next loss for ever and are not daemons: a script holding
+    its run when it ends used to hang in Python's exit, which waits for every such thread."""
+    import subprocess
+    import sys
+    script = (
+        "import rendergrad as rg\n"
+        "from benchmarks.tasks import TWO_SHAPES_SCENE, TWO_SHAPES_TARGET\n"
+        "opt = rg.Optimization('toy', 'mse', 'ngopt', renderer_options=TWO_SHAPES_SCENE, steps=10,\n"
+        "                      target_params=TWO_SHAPES_TARGET, estimator_options={'budget': 600})\n"
+        "opt.run(final_render=False)\n"
+        "import rendergrad.plugins.dfo as dfo\n"
+        "print('threads', len(dfo.recast_threads(opt.estimator._lib)), flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "threads 1" in done.stdout          # the thread was there, and the script still ended
+
+
 def test_a_saved_history_that_does_not_replay_is_refused(plateau_scene, tmp_path):
     rg.optimize("toy", "mse", "cma", renderer_options=plateau_scene, estimator_options=CMA6,
                 target_params=TARGET, steps=3, checkpoint_dir=tmp_path)
