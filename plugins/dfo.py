@@ -15,20 +15,20 @@ of the population's losses (a loss *around* the parameters, like PRDPT's); the l
 the history as ``min_loss``.
 
 Resuming without pickles. Checkpoints are read with ``torch.load(weights_only=True)``, which a
-pycma or nevergrad object cannot pass. The state is the told history instead: the seed, the
-start point, every generation's losses and a checksum of its population (plain tensors). Loading
-it rebuilds the library object by starting it from the same seed and asking/telling the same
+pycma or nevergrad object cannot pass. The state is the told history instead: the seed, the start
+point, every generation's losses and a checksum of its population (plain tensors). Loading it
+rebuilds the library object by starting it from the same seed and asking/telling the same
 generations again. That is exact because each object draws from its own copy of numpy's global
 random state (both libraries use ``np.random`` internally): the copy is swapped in around every
 call into the library, so nothing else in the process can shift its stream and the object never
 disturbs anyone else's. Two of nevergrad's habits would still break it, and both are closed: some
 of NGOpt's choices start pycma without a seed (pycma then seeds numpy from the clock:
 :func:`pycma_seeded_by_stream`), and they run it in a thread that computes its next candidate
-after ``tell`` has returned (:func:`settle` waits for it). A rebuilt population that does not match its checksum (another library
-version) stops the resume with a clear error rather than continuing differently. Rebuilding
-costs one ask/tell per past generation (about 2 ms each for pycma in 2-D, 4 ms for nevergrad's
-NGOpt), only when a state is loaded into a fresh object: replays of a step within one process
-(``ask``/``tell``) reuse the live object.
+after ``tell`` has returned (:func:`settle` waits for it). A rebuilt population that does not
+match its checksum (another library version) stops the resume with a clear error rather than
+continuing differently. Rebuilding costs one ask/tell per past generation (about 2 ms each for
+pycma in 2-D, 4 ms for nevergrad's NGOpt), only when a state is loaded into a fresh object:
+replays of a step within one process (``ask``/``tell``) reuse the live object.
 """
 
 from __future__ import annotations
