@@ -95,8 +95,9 @@ def run_one(task_name: str, method: str, spec: dict[str, Any], seed: int, budget
 
 
 def _warm_up(renderer: Any, theta0: torch.Tensor, spec: dict[str, Any]) -> None:
-    """Pay a process's one-off costs before the clock starts: plugin discovery, the method's
-    library import, the renderer's first render (Mitsuba compiles its kernels then).
+    """Pay a process's one-off costs before the clock starts: plugin discovery, torch's first
+    optimizer, the method's library import, the renderer's first render (Mitsuba compiles its
+    kernels then).
 
     Why: without it the first run in each worker process carried them. Two methods that took
     exactly the same steps (``auto`` runs ``prdpt``) differed by 1.5× in seconds on box, the one
@@ -106,6 +107,7 @@ def _warm_up(renderer: Any, theta0: torch.Tensor, spec: dict[str, Any]) -> None:
 
     from rendergrad.registry import registry
     registry()
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])   # torch imports its compiler here: ≈3 s
     if spec["kind"] != "estimator":
         with contextlib.suppress(ImportError):
             importlib.import_module("cma" if spec["method"] == "cma" else "nevergrad")
