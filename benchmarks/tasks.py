@@ -25,6 +25,9 @@ function value; the objective compares it with a zero image, so the loss is the 
 7. ``two_shapes``: a disc (position, radius) and a box (position, RGB colour) on the toy
    renderer, 8 parameters, added after every default had been chosen; error = RMS distance in
    normalised parameters, success at 0.01.
+8. ``one_disc``, ``one_box``: one disc (position, radius, RGB; 6 parameters, off its target at
+   the start) and one box (position, width, height, RGB; 7 parameters), added later still, the
+   same error and threshold.
 """
 
 from __future__ import annotations
@@ -273,21 +276,58 @@ TWO_SHAPES_SCENE = {
 TWO_SHAPES_TARGET = {"ax": 0.62, "ay": 0.35, "ra": 0.14, "bx": 0.35, "by": 0.66, "bc": [0.2, 0.7, 0.4]}
 
 
-def two_shapes_task() -> Task:
-    """Two objects, eight parameters (a disc's position and radius, a box's position and colour):
-    a scene added after the defaults were chosen, to see them on something nobody tuned for."""
+ONE_DISC_SCENE = {
+    "resolution": 64, "mode": "soft", "softness": 1.0,
+    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": "r", "color": "c"}],
+    "params": [{"name": "x", "init": 0.3, "low": 0.1, "high": 0.9}, {"name": "y", "init": 0.7, "low": 0.1, "high": 0.9},
+               {"name": "r", "init": 0.08, "low": 0.03, "high": 0.3}, {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
+}
+ONE_DISC_TARGET = {"x": 0.65, "y": 0.35, "r": 0.15, "c": [0.9, 0.6, 0.1]}
+ONE_BOX_SCENE = {
+    "resolution": 64, "mode": "soft", "softness": 1.0,
+    "shapes": [{"type": "box", "x": "x", "y": "y", "width": "w", "height": "h", "color": "c"}],
+    "params": [{"name": "x", "init": 0.5, "low": 0.1, "high": 0.9}, {"name": "y", "init": 0.5, "low": 0.1, "high": 0.9},
+               {"name": "w", "init": 0.2, "low": 0.05, "high": 0.6}, {"name": "h", "init": 0.2, "low": 0.05, "high": 0.6},
+               {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
+}
+ONE_BOX_TARGET = {"x": 0.3, "y": 0.62, "w": 0.45, "h": 0.12, "c": [0.2, 0.4, 0.9]}
+
+
+def toy_scene_task(name: str, description: str, scene: dict[str, Any], target: dict[str, Any]) -> Task:
+    """A toy-renderer scene at the default methods; error = RMS distance in normalised parameters,
+    success at 0.01, 600 renders."""
     from rendergrad.renderers.toy import ToyRenderer
-    space = ToyRenderer(**TWO_SHAPES_SCENE).parameter_space()
-    target_u = space.to_unit(space.flatten(TWO_SHAPES_TARGET)).to(torch.float64)
+    space = ToyRenderer(**scene).parameter_space()
+    target_u = space.to_unit(space.flatten(target)).to(torch.float64)
 
     def error(theta: torch.Tensor) -> float:
         u = space.to_unit(theta.to(torch.float64))
         return float(torch.sqrt(((u - target_u) ** 2).mean()))
 
-    return Task(
-        name="two_shapes", description="toy renderer: a disc (x, y, radius) and a box (x, y, RGB), 8 parameters",
-        make_renderer=lambda: ToyRenderer(**TWO_SHAPES_SCENE), target_params=TWO_SHAPES_TARGET, error=error,
-        budget=600, quick_budget=300, success=0.01, methods=default_methods())
+    return Task(name=name, description=description, make_renderer=lambda: ToyRenderer(**scene),
+                target_params=target, error=error, budget=600, quick_budget=300, success=0.01,
+                methods=default_methods())
+
+
+def two_shapes_task() -> Task:
+    """Two objects, eight parameters (a disc's position and radius, a box's position and colour):
+    a scene added after the defaults were chosen, to see them on something nobody tuned for."""
+    return toy_scene_task("two_shapes", "toy renderer: a disc (x, y, radius) and a box (x, y, RGB), 8 parameters",
+                          TWO_SHAPES_SCENE, TWO_SHAPES_TARGET)
+
+
+def one_disc_task() -> Task:
+    """One disc, six parameters (position, radius, colour), starting far from its target: added,
+    like ``two_shapes``, after the defaults were chosen."""
+    return toy_scene_task("one_disc", "toy renderer: one disc (x, y, radius, RGB), 6 parameters, start off target",
+                          ONE_DISC_SCENE, ONE_DISC_TARGET)
+
+
+def one_box_task() -> Task:
+    """One box, seven parameters (position, width, height, colour), overlapping its target at
+    the start: added after the defaults were chosen."""
+    return toy_scene_task("one_box", "toy renderer: one box (x, y, width, height, RGB), 7 parameters",
+                          ONE_BOX_SCENE, ONE_BOX_TARGET)
 
 
 def led_task(segments: int = 64, success: float | None = None) -> Task:
@@ -526,7 +566,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "rosenbrock": lambda: with_defaults(rosenbrock_task()), "plateau": lambda: with_defaults(plateau_task()),
     "led": lambda **kw: with_defaults(led_task(**kw)), "texture": texture_task,
     "led336": lambda: with_defaults(led_task(336, success=0.01)),
-    "two_shapes": two_shapes_task,
+    "two_shapes": two_shapes_task, "one_disc": one_disc_task, "one_box": one_box_task,
     **{name: (lambda name=name: mixed_task(name)) for name in MIXED},
     **{name: (lambda name=name: paper_task(name)) for name in PAPER},
 }

@@ -180,9 +180,11 @@ def test_variants_name_an_estimator_with_options():
         bench._variant("x=prdpt:{covariance}")
 
 
-def test_two_shapes_error_is_zero_at_its_target_and_measures_the_start():
-    task = get_task("two_shapes")
+@pytest.mark.parametrize("name, start, n", [("two_shapes", 0.214, 8), ("one_disc", 0.361, 6), ("one_box", 0.286, 7)])
+def test_unseen_toy_scenes_score_zero_at_their_targets_and_measure_the_start(name, start, n):
+    task = get_task(name)
     space = task.make_renderer().parameter_space()
+    assert space.size == n
     assert task.error(space.flatten(task.target_params)) == pytest.approx(0.0, abs=1e-12)
-    assert task.error(space.initial_theta()) == pytest.approx(0.214, abs=1e-3)   # RMS over 8 normalised parameters
+    assert task.error(space.initial_theta()) == pytest.approx(start, abs=1e-3)   # RMS over normalised parameters
     assert set(task.methods) >= {"prdpt", "zerograds", "auto", "cma", "ngopt"}
