@@ -84,7 +84,7 @@ def test_estimator_benchmark_end_to_end(tmp_path):
                      "--jobs", "1", "--out", str(tmp_path)])
     assert rc == 0
     md = (tmp_path / "estimators.md").read_text()
-    assert "| prdpt |" in md and "| cma |" in md
+    assert "| prdpt |" in md and "| cma |" in md and "| seconds to it |" in md
     assert (tmp_path / "estimators_toy.png").stat().st_size > 1000
     # every run was recorded as it ended; --resume keeps them and runs only what is missing
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
