@@ -82,6 +82,16 @@ def expected_renders(runs: list[dict[str, Any]], level: float) -> float:
     return spent / ok if ok else math.inf
 
 
+def ours_over_cma(cost: dict[str, float]) -> str:
+    """The best of our methods' expected cost per success over CMA-ES's (renders or seconds)."""
+    ours = [cost[m] for m in OURS if m in cost]
+    if not ours or "cma" not in cost:
+        return "–"
+    if cost["cma"] == math.inf:
+        return "neither succeeds" if min(ours) == math.inf else "CMA-ES never succeeds"
+    return f"{min(ours) / cost['cma']:.2f}×"
+
+
 def seconds_to(run: dict[str, Any], level: float) -> tuple[float, bool]:
     """``(seconds to success or ∞, exact)``: read from the run's ``seconds`` where it has them,
     else its wall time × the share of its renders spent at success."""
@@ -126,10 +136,7 @@ def seconds_table(runs: list[dict[str, Any]]) -> str:
         level = get_task(t).success
         got = {m: expected_seconds([r for r in runs if r["task"] == t and r["method"] == m], level)
                for m in methods if any(r["task"] == t and r["method"] == m for r in runs)}
-        ours = [got[m][1] for m in OURS if m in got]
-        ratio = "–" if not ours or "cma" not in got else \
-            ("neither succeeds" if min(ours) == math.inf and got["cma"][1] == math.inf else
-             "CMA-ES never succeeds" if got["cma"][1] == math.inf else f"{min(ours) / got['cma'][1]:.2f}×")
+        ratio = ours_over_cma({m: got[m][1] for m in got})
         cells = [("" if got[m][2] or got[m][1] == math.inf else "≈") + f"{fmt(got[m][0])} / {fmt(got[m][1])}"
                  if m in got else "" for m in methods]
         lines.append(f"| {t} | " + " | ".join(cells) + f" | {ratio} |")
@@ -153,10 +160,7 @@ def ert_table(runs: list[dict[str, Any]]) -> str:
         level = get_task(t).success
         ert = {m: expected_renders([r for r in runs if r["task"] == t and r["method"] == m], level)
                for m in methods if any(r["task"] == t and r["method"] == m for r in runs)}
-        ours = [ert[m] for m in OURS if m in ert]
-        ratio = "–" if not ours or "cma" not in ert else \
-            ("neither succeeds" if min(ours) == math.inf and ert["cma"] == math.inf else
-             "CMA-ES never succeeds" if ert["cma"] == math.inf else f"{min(ours) / ert['cma']:.2f}×")
+        ratio = ours_over_cma(ert)
         lines.append(f"| {t} | " + " | ".join(("∞" if ert[m] == math.inf else f"{ert[m]:.0f}") if m in ert else ""
                                               for m in methods) + f" | {ratio} |")
     return "\n".join(lines)
