@@ -46,7 +46,7 @@ from .interfaces import Estimate, StepContext
 from .registry import Registry, registry as default_registry
 from .result import HISTORY_PARAM_MAX_ELEMENTS, Result
 from .runstate import RunState, objective_state
-from .setup import check_compatible, check_settings, make_optimizer, resolve
+from .setup import check_compatible, check_settings, resolve, run_optimizer
 
 # Settings saved with the state, so ``load`` re-creates the run by name.
 SETTINGS = ("renderer_options", "objective_options", "estimator_options", "init", "optimizer", "lr",
@@ -133,6 +133,13 @@ class Optimization(RunState):
             u0 = s["meta"].u0.clone()
         if s["population"] is not None:
             u0 = pop.start_units(space, s["population"])
+        # the optimizer before the target's render: wrong optimizer options cost no render
+        self.u = torch.nn.Parameter(u0.clone())
+        if s["meta"] is not None:
+            from .meta import PerCoordinateSGD
+            self.opt = PerCoordinateSGD([self.u], s["meta"].step_sizes, lr=s["lr"])
+        else:
+            self.opt = run_optimizer(s["optimizer"], [self.u], s["lr"], s["optimizer_options"])
         torch.manual_seed(generator_seed(s["seed"]))
         self.gen = torch.Generator().manual_seed(generator_seed(s["seed"]))
         self.evaluator = BatchEvaluator(self.renderer, self.objective, space, None, max_batch=s["max_batch"],
@@ -147,12 +154,6 @@ class Optimization(RunState):
             check_target_image(target)
         self.objective.prepare(target)
         self.evaluator.target = self.target = target
-        self.u = torch.nn.Parameter(u0.clone())
-        if s["meta"] is not None:
-            from .meta import PerCoordinateSGD
-            self.opt = PerCoordinateSGD([self.u], s["meta"].step_sizes, lr=s["lr"])
-        else:
-            self.opt = make_optimizer(s["optimizer"], [self.u], s["lr"], s["optimizer_options"])
         self.estimator.setup(space, s["steps"])
         self._step_scale = lrschedule.step_scale(space, s["lr_units"])
 

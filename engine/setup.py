@@ -46,6 +46,60 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float, options: Ma
                           "fix [optimizer] options") from None
 
 
+class DeferredOptimizer:
+    """A torch optimizer built at its first step, standing in for it until then.
+
+    Why: building any torch optimizer imports torch's compiler (``add_param_group`` is wrapped to
+    keep it out of compiled graphs), about 2.5 s on a laptop-class CPU, and an estimator that sizes
+    its own steps (PRDPT and ZeroGrads at their defaults return ``Estimate.step``) never uses the
+    run's optimizer. Until the first step the learning rate lives in :attr:`param_groups` (the lr
+    decay writes it there), and a checkpoint records ``{"deferred": True, "lr": ...}``.
+    """
+
+    def __init__(self, build: Callable[[], torch.optim.Optimizer], lr: float):
+        self._build = build
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._groups: list[dict[str, Any]] = [{"lr": lr}]
+
+    @property
+    def built(self) -> bool:
+        return self._optimizer is not None
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self._optimizer.param_groups if self._optimizer is not None else self._groups
+
+    def _real(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self._optimizer = self._build()
+            for group, lazy in zip(self._optimizer.param_groups, self._groups):
+                group["lr"] = lazy["lr"]
+        return self._optimizer
+
+    def step(self) -> None:
+        self._real().step()
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._optimizer is None:
+            return {"deferred": True, "lr": self._groups[0]["lr"]}
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("deferred"):
+            self._optimizer, self._groups = None, [{"lr": state["lr"]}]
+        else:
+            self._real().load_state_dict(state)
+
+
+def run_optimizer(name: str, params: list[torch.Tensor], lr: float,
+                  options: Mapping[str, Any] | None) -> torch.optim.Optimizer | DeferredOptimizer:
+    """The run's optimizer: built now when options were given (so a wrong one fails before the
+    first render), else deferred to its first step (:class:`DeferredOptimizer`)."""
+    if options or name not in OPTIMIZERS:
+        return make_optimizer(name, params, lr, options)
+    return DeferredOptimizer(lambda: make_optimizer(name, params, lr, options), lr)
+
+
 def check_compatible(renderer: Any, estimator: Any, *, external: bool = False) -> None:
     """Refuse an estimator that needs gradients the renderer (or a render farm) cannot give."""
     if not getattr(estimator, "requires_differentiable", False):
