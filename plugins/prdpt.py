@@ -92,6 +92,7 @@ reports ``f(u)`` exactly.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable, Sequence
 
@@ -105,6 +106,8 @@ from .basin import BasinRules
 from .groups import Group, ParameterGroups, check_groups, group_names
 from .kernel_shape import KernelShape
 from .schedules import AdaptiveSigma, progress, sigma_control
+
+log = logging.getLogger("rendergrad.prdpt")
 
 SAMPLERS = ("gaussian", "importance")
 MODES = ("score", "reparam")
@@ -357,6 +360,9 @@ class PRDPT(BasinRules, GradientEstimator):
             groups = self.groups
             if groups is not None and self.adaptive is not None and groups.due(self.adaptive.sigma, self.adaptive.sigma0):
                 groups.split(self.adaptive.sigma)
+                log.info("prdpt: σ is down to %.3g of each range (%g σ₀) at step %d: refining the parameter "
+                         "groups in turn: %s", self.adaptive.sigma, self.group_after, ctx.step,
+                         " | ".join(", ".join(g) for g in groups.names))
             return self._estimate_shaped(loss_fn, u, ctx, groups.next() if groups is not None and groups.active else None)
         n = u.shape[0]
         u0 = u
