@@ -82,9 +82,11 @@ def _run(groups="auto", renders=400, seed=0, renderer=None, **kw):
                        final_render=False)
 
 
-def test_after_sigma_narrows_each_step_perturbs_one_group_and_the_groups_take_turns():
+def test_after_sigma_narrows_each_step_perturbs_one_group_and_the_groups_take_turns(caplog):
     renderer = Recording(**DISC)
-    res = _run(renderer=renderer, renders=300)
+    with caplog.at_level("INFO", logger="rendergrad.prdpt"):
+        res = _run(renderer=renderer, renders=300)
+    assert "refining the parameter groups in turn: x, y, r | c" in caplog.text   # the log says when and which
     sigma0 = res.history[0]["sigma"]
     grouped = [h for h in res.history if "group" in h]
     assert grouped, "σ never narrowed to 0.3 σ₀ in 300 renders"
