@@ -149,9 +149,13 @@ def test_default_run_resumes_bit_identically_with_its_basin_memory(tmp_path, pla
 
 def test_a_settled_run_restarts_and_returns_to_its_best_basin(plateau_scene, plateau_target):
     """The shared restart rule drives ZeroGrads too: σ collapses in the target's basin, the run
-    starts again elsewhere, and for the last fifth it goes back and ends on the target."""
+    starts again elsewhere, and for the last fifth it goes back and ends on the target.
+
+    The restart threshold is 10 % of σ₀ here, not the default 3 %: on this hard-edged scene σ
+    settles at 4–9 % of σ₀, and whether it dips below 3 % depends on the machine's floating-point
+    rounding (it did on one machine, on none of six seeds on another)."""
     res = rg.optimize("toy", "mse", "zerograds", renderer_options=plateau_scene, target_params=plateau_target,
-                      steps=400, max_renders=400, seed=2)
+                      steps=400, max_renders=400, seed=2, estimator_options={"restarts": {"sigma_fraction": 0.1}})
     restarts = [h["restart"] for h in res.history if "restart" in h]
     assert restarts and restarts[0] == 1
     assert restarts[-1] == "back to the best basin"
