@@ -50,7 +50,7 @@ class DeferredOptimizer:
     """A torch optimizer built at its first step, standing in for it until then.
 
     Why: building any torch optimizer imports torch's compiler (``add_param_group`` is wrapped to
-    keep it out of compiled graphs), about 2.5 s on a laptop-class CPU, and an estimator that sizes
+    keep it out of compiled graphs), about 2.5 s on the machines here, and an estimator that sizes
     its own steps (PRDPT and ZeroGrads at their defaults return ``Estimate.step``) never uses the
     run's optimizer. Until the first step the learning rate lives in :attr:`param_groups` (the lr
     decay writes it there), and a checkpoint records ``{"deferred": True, "lr": ...}``.

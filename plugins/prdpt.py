@@ -461,9 +461,9 @@ class PRDPT(BasinRules, GradientEstimator):
                 adaptive.update(d, flat=rough)
         elif flat:
             adaptive.update(g_z, flat=True)
-        if group is not None:
+        if group is not None and self.groups is not None:
             grad, step = _embed(grad, group.index, n), _embed(step, group.index, n)
-            sigma = self.groups.sigma if self.groups is not None else sigma
+            sigma = self.groups.sigma                             # settled only when every group is
         if jump is not None:
             step = jump
         answer = self._answer(loss_fn, u, losses, grad, sigma, step, ctx, u, extra, jumped=jump is not None)
@@ -477,6 +477,7 @@ def _embed(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     out = values.new_zeros(values.shape[:-1] + (n,))
     out[..., index] = values
     return out
+
 
 @hookimpl
 def rendergrad_estimators():
