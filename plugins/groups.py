@@ -95,10 +95,17 @@ def group_indices(space: ParamSpace, names: list[list[str]]) -> list[list[int]]:
     return [[i for name in group for i in spans[name]] for group in names]
 
 
-class Group:
-    """One group's coordinates, σ and kernel shape."""
+def embed(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """``values`` (last axis over a group's coordinates) placed in a zero tensor over all ``n``."""
+    out = values.new_zeros(values.shape[:-1] + (n,))
+    out[..., index] = values
+    return out
 
-    def __init__(self, names: list[str], index: list[int], adaptive: AdaptiveSigma, shape: KernelShape):
+
+class Group:
+    """One group's coordinates, σ and (for PRDPT) kernel shape."""
+
+    def __init__(self, names: list[str], index: list[int], adaptive: AdaptiveSigma, shape: KernelShape | None):
         self.names = names
         self.index = torch.tensor(index, dtype=torch.long)
         self.adaptive, self.shape = adaptive, shape
@@ -108,9 +115,11 @@ class ParameterGroups:
     """The groups of a space and whose turn it is; inactive (joint steps) until :meth:`split`."""
 
     def __init__(self, space: ParamSpace, names: list[list[str]], adaptive: AdaptiveSigma,
-                 shape_options: dict[str, Any], after: float):
+                 shape_options: dict[str, Any] | None, after: float):
+        """``shape_options=None``: the groups carry no kernel shape (an estimator without one)."""
         self.names, self.indices, self.after = names, group_indices(space, names), float(after)
-        self._template, self._shape_options = adaptive, dict(shape_options)
+        self._template = adaptive
+        self._shape_options = None if shape_options is None else dict(shape_options)
         self.groups: list[Group] = []
         self.turn = 0
 
@@ -128,7 +137,8 @@ class ParameterGroups:
         for names, index in zip(self.names, self.indices):
             adaptive = copy.deepcopy(self._template)
             adaptive.load_state_dict({"sigma": sigma, "path": None})
-            self.groups.append(Group(names, index, adaptive, KernelShape(len(index), **self._shape_options)))
+            shape = None if self._shape_options is None else KernelShape(len(index), **self._shape_options)
+            self.groups.append(Group(names, index, adaptive, shape))
         self.turn = 0
 
     def join(self) -> None:
@@ -147,7 +157,8 @@ class ParameterGroups:
 
     def state_dict(self) -> dict[str, Any]:
         return {"turn": self.turn,
-                "groups": [{"adaptive": g.adaptive.state_dict(), "shape": g.shape.state_dict()} for g in self.groups]}
+                "groups": [{"adaptive": g.adaptive.state_dict(),
+                            "shape": g.shape.state_dict() if g.shape is not None else None} for g in self.groups]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.join()
@@ -156,5 +167,6 @@ class ParameterGroups:
         self.split(self._template.sigma0)
         for g, s in zip(self.groups, state["groups"]):
             g.adaptive.load_state_dict(s["adaptive"])
-            g.shape.load_state_dict(s["shape"])
+            if g.shape is not None:
+                g.shape.load_state_dict(s["shape"])
         self.turn = int(state["turn"])

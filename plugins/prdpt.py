@@ -103,7 +103,7 @@ from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
 from .basin import BasinRules
-from .groups import Group, ParameterGroups, check_groups, group_names
+from .groups import Group, ParameterGroups, check_groups, embed, group_names
 from .kernel_shape import KernelShape
 from .schedules import AdaptiveSigma, progress, sigma_control
 
@@ -424,7 +424,10 @@ class PRDPT(BasinRules, GradientEstimator):
         with the group's own σ and shape; the others stay where they are.
         """
         assert self.adaptive is not None and self.shape is not None
-        adaptive, shape = (self.adaptive, self.shape) if group is None else (group.adaptive, group.shape)
+        adaptive, shape = self.adaptive, self.shape
+        if group is not None:
+            assert group.shape is not None          # PRDPT's groups each learn their own shape
+            adaptive, shape = group.adaptive, group.shape
         n = u.shape[0]
         sigma = adaptive.sigma
         sig = self._sigmas(n, sigma, u.dtype)
@@ -435,7 +438,7 @@ class PRDPT(BasinRules, GradientEstimator):
         z = gaussian_offsets(m, k, ctx.generator, self.qmc).to(u.dtype)
         eps, axis = shape.apply(z) * sig, sig * shape.axis_scales
         if group is not None:
-            eps, axis = _embed(eps, group.index, n), _embed(axis, group.index, n)
+            eps, axis = embed(eps, group.index, n), embed(axis, group.index, n)
         _, points_at = self._points(u, eps, axis)
         losses = loss_fn(points_at).detach().to(u.dtype)
         diff = self._differences(self._transformed(losses), m)
@@ -462,7 +465,7 @@ class PRDPT(BasinRules, GradientEstimator):
         elif flat:
             adaptive.update(g_z, flat=True)
         if group is not None and self.groups is not None:
-            grad, step = _embed(grad, group.index, n), _embed(step, group.index, n)
+            grad, step = embed(grad, group.index, n), embed(step, group.index, n)
             sigma = self.groups.sigma                             # settled only when every group is
         if jump is not None:
             step = jump
@@ -470,13 +473,6 @@ class PRDPT(BasinRules, GradientEstimator):
         if group is not None and "restart" not in answer.info:
             answer.info["group"] = list(group.names)   # the history shows which group each step refined
         return answer
-
-
-def _embed(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """``values`` (last axis over a group's coordinates) placed in a zero tensor over all ``n``."""
-    out = values.new_zeros(values.shape[:-1] + (n,))
-    out[..., index] = values
-    return out
 
 
 @hookimpl

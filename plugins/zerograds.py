@@ -55,6 +55,7 @@ All state — surrogate weights, its optimizer, the buffer, the scale — is in
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any, Callable, Iterator, Sequence
 
@@ -66,8 +67,11 @@ from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
 from .basin import BasinRules
+from .groups import Group, ParameterGroups, check_groups, embed, group_names
 from .prdpt import inset, reflect_into_unit, without_outward
 from .schedules import AdaptiveSigma, progress, sigma_control
+
+log = logging.getLogger("rendergrad.zerograds")
 
 SURROGATES = ("mlp", "quadratic")
 TRANSFORMS = ("none", "log")
@@ -156,7 +160,8 @@ class ZeroGrads(BasinRules, GradientEstimator):
                  nonnegative: bool = True, transform: str = "none", sigma_max: float = 0.3,
                  step: float = 0.5, adapt: dict[str, float] | None = None, sigma_signal: str = "surrogate",
                  bounds: str | None = None, reflect_margin: float = 0.05, elite: float = 0.1, rough: float = 0.05,
-                 restarts: bool | dict[str, float] | None = None, cross_check: bool = True):
+                 restarts: bool | dict[str, float] | None = None, cross_check: bool = True,
+                 groups: str | list[list[str]] | None = None, group_after: float = 0.3):
         if sigma_signal not in ("surrogate", "samples"):
             raise ConfigError(f"zerograds: sigma_signal {sigma_signal!r} is not 'surrogate' or 'samples'")
         self.sigma_signal = sigma_signal
@@ -190,6 +195,15 @@ class ZeroGrads(BasinRules, GradientEstimator):
         self.bounds, self.reflect_margin = bounds, float(reflect_margin)
         self.cross_check = bool(cross_check)
         self._configure_basin("zerograds", adaptive, elite, rough, restarts)
+        self.groups_option = check_groups("zerograds", "auto" if groups is None and adaptive else groups or "none")
+        if self.groups_option != "none" and not adaptive:
+            raise ConfigError("zerograds: parameter groups follow the adaptive σ; they need schedule = 'adaptive' "
+                              "(or set groups = 'none')")
+        if not 0 < group_after <= 1:
+            raise ConfigError(f"zerograds: group_after (the fraction of σ₀ at which the run starts refining "
+                              f"one group at a time) must be in (0, 1], got {group_after!r}")
+        self.group_after = float(group_after)
+        self.groups: ParameterGroups | None = None
         self.kind, self.hidden, self.layers, self.encoding = surrogate, hidden, layers, encoding
         self.lr, self.updates, self.fit_first = float(lr), updates, bool(fit_first)
         self.buffer_size, self.locality_weights = buffer, bool(locality_weights)
@@ -230,8 +244,12 @@ class ZeroGrads(BasinRules, GradientEstimator):
         self._small = sum(p.numel() for p in self.model.parameters()) < SMALL_MODEL
         self.scale = None
         self._reset_buffer(n)
+        self.groups = None
         if self.adaptive is not None:
             self.adaptive.load_state_dict({"sigma": self.adaptive.sigma0, "path": None})
+            names = group_names(space, self.groups_option, "zerograds")
+            if len(names) > 1:
+                self.groups = ParameterGroups(space, names, self.adaptive, None, self.group_after)
         self._start_basin()
 
     # -- surrogate -------------------------------------------------------------------------
@@ -277,17 +295,27 @@ class ZeroGrads(BasinRules, GradientEstimator):
         n = u.shape[0]
         sigma_o = self.adaptive.sigma if self.adaptive is not None else \
             self.schedule(progress(ctx.step, ctx.total_steps, getattr(loss_fn, "renders", 0), ctx.max_renders))
+        group = self._next_group(ctx)
+        adaptive = self.adaptive if group is None else group.adaptive
+        if group is not None:
+            sigma_o = group.adaptive.sigma
         sig = (sigma_o * self.scales).to(torch.float32)
         stale_grad = None
         if not self.fit_first:  # the reference order: step on the surrogate fitted last time
             stale_grad = self.surrogate_gradient(u)
 
+        # with a group, only its coordinates are perturbed (``kernel`` is zero elsewhere)
+        idx = None if group is None else group.index
+        k = n if idx is None else int(idx.shape[0])
+        sig_k = sig if idx is None else sig[idx]
         m = self.samples // 2 if self.antithetic else self.samples
-        z = torch.randn(m, n, generator=ctx.generator, dtype=torch.float32)
-        eps = z * sig
+        z = torch.randn(m, k, generator=ctx.generator, dtype=torch.float32)
+        eps, kernel = z * sig_k, sig
+        if idx is not None:
+            eps, kernel = embed(eps, idx, n), embed(sig_k, idx, n)
         offsets = torch.cat([eps, -eps]) if self.antithetic else eps
-        rho = self._locality_points(u.float(), offsets, sig)
-        tau = torch.randn(rho.shape, generator=ctx.generator, dtype=torch.float32) * (sig * self.smoothing)
+        rho = self._locality_points(u.float(), offsets, kernel)
+        tau = torch.randn(rho.shape, generator=ctx.generator, dtype=torch.float32) * (kernel * self.smoothing)
         rendered = reflect_into_unit(rho - tau) if self.bounds == "reflect" else rho - tau
         rendered_losses = loss_fn(rendered.to(u.dtype)).detach()
         y = rendered_losses.float()
@@ -295,7 +323,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
             self.scale = max(float(y.abs().mean()), 1e-30)
 
         centre = u.float().unsqueeze(0).expand_as(rho)
-        sigmas = sig.unsqueeze(0).expand_as(rho)
+        sigmas = kernel.unsqueeze(0).expand_as(rho)
         if self.buffer_size:
             self.buf_rho = torch.cat([self.buf_rho, rho])[-self.buffer_size:]
             self.buf_y = torch.cat([self.buf_y, y])[-self.buffer_size:]
@@ -304,8 +332,11 @@ class ZeroGrads(BasinRules, GradientEstimator):
             fit_rho, fit_y = self.buf_rho, self.buf_y
             weights = None
             if self.locality_weights:
-                now = (((fit_rho - u.float()) / self.buf_sigma) ** 2).sum(1)
-                then = (((fit_rho - self.buf_center) / self.buf_sigma) ** 2).sum(1)
+                # A grouped step's sample has width 0 outside its group: once another group has
+                # moved, it lies on a different slice of the loss and its weight goes to 0.
+                widths = self.buf_sigma.clamp_min(1e-12)
+                now = (((fit_rho - u.float()) / widths) ** 2).sum(1)
+                then = (((fit_rho - self.buf_center) / widths) ** 2).sum(1)
                 weights = torch.exp(-0.5 * (now - then)).clamp(max=1.0)
         else:
             fit_rho, fit_y, weights = rho, y, None
@@ -318,24 +349,45 @@ class ZeroGrads(BasinRules, GradientEstimator):
             losses = rendered_losses.to(u.dtype)
             flat, rough = self._flat(losses)
             jump, extra = self._elite_jump(loss_fn, losses, rendered.to(u.dtype), u, flat, ctx)
-            direction = without_outward(u, self._cross_checked(grad, y, z, sig, m))
+            here, grad_k = (u, grad) if idx is None else (u[idx], grad[idx])
+            direction = without_outward(here, self._cross_checked(grad_k, y, z, sig_k, m))
             norm = float(torch.linalg.vector_norm(direction))
-            step = torch.zeros_like(grad) if flat or not (norm > 0 and math.isfinite(norm)) else \
-                -self.step * sig.to(grad.dtype) * direction * (math.sqrt(n) / norm)
+            step = torch.zeros_like(grad_k) if flat or not (norm > 0 and math.isfinite(norm)) else \
+                -self.step * sig_k.to(grad.dtype) * direction * (math.sqrt(k) / norm)
             signal = direction
             if self.sigma_signal == "samples" and self.antithetic:
                 # σ follows what the renders say, not the surrogate: a fitted network keeps its
                 # slope from step to step even where noisy samples flip back and forth
-                signal = without_outward(u, self._pair_slope(y, z, m).to(grad.dtype))
-            self.adaptive.update(signal, flat=flat or rough)
+                signal = without_outward(here, self._pair_slope(y, z, m).to(grad.dtype))
+            adaptive.update(signal, flat=flat or rough)
+            if idx is not None:
+                step = embed(step, idx, n)
+                info["group"] = list(group.names)       # the history shows which group each step refined
             if jump is not None:
                 step = jump
                 info["elite"] = True
-            restart = self._restart(u, float(y.mean()), sigma_o, ctx, int(getattr(loss_fn, "renders", 0)), info)
+            settled = sigma_o if self.groups is None or not self.groups.active else self.groups.sigma
+            restart = self._restart(u, float(y.mean()), settled, ctx, int(getattr(loss_fn, "renders", 0)), info)
             if restart is not None:
                 step = restart
                 info.pop("elite", None)
+                info.pop("group", None)
+                if self.groups is not None:   # all parameters move together again
+                    self.groups.join()
         return Estimate(grad=grad, loss=float(y.mean()), renders=int(rho.shape[0]) + extra, info=info, step=step)
+
+    def _next_group(self, ctx: StepContext) -> Group | None:
+        """The group this step refines, or None while every parameter moves together (see
+        :mod:`.groups`: the grouped refinement starts once σ has narrowed to ``group_after`` σ₀)."""
+        groups = self.groups
+        if groups is None or self.adaptive is None:
+            return None
+        if groups.due(self.adaptive.sigma, self.adaptive.sigma0):
+            groups.split(self.adaptive.sigma)
+            log.info("zerograds: σ is down to %.3g of each range (%g σ₀) at step %d: refining the parameter "
+                     "groups in turn: %s", self.adaptive.sigma, self.group_after, ctx.step,
+                     " | ".join(", ".join(g) for g in groups.names))
+        return groups.next() if groups.active else None
 
     @staticmethod
     def _pair_slope(y: torch.Tensor, z: torch.Tensor, m: int) -> torch.Tensor:
@@ -386,6 +438,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
                 "buf_rho": self.buf_rho, "buf_y": self.buf_y, "buf_center": self.buf_center,
                 "buf_sigma": self.buf_sigma,
                 "adaptive": self.adaptive.state_dict() if self.adaptive is not None else None,
+                "groups": self.groups.state_dict() if self.groups is not None else None,
                 **self._basin_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -400,6 +453,8 @@ class ZeroGrads(BasinRules, GradientEstimator):
         self.buf_center, self.buf_sigma = state["buf_center"], state["buf_sigma"]
         if self.adaptive is not None and state.get("adaptive"):
             self.adaptive.load_state_dict(state["adaptive"])
+        if self.groups is not None and state.get("groups"):
+            self.groups.load_state_dict(state["groups"])
         self._load_basin_state(state)
 
 

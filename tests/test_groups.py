@@ -12,6 +12,7 @@ from rendergrad.errors import ConfigError
 from rendergrad.params import Param, ParamSpace
 from rendergrad.plugins.groups import check_groups, group_indices, group_names
 from rendergrad.plugins.prdpt import PRDPT
+from rendergrad.plugins.zerograds import ZeroGrads
 from rendergrad.renderers.toy import ToyRenderer
 
 # one soft disc, six parameters: its position and radius move the loss ~90× more than its colour
@@ -61,6 +62,13 @@ def test_groups_need_the_learnt_shape_and_a_sensible_switch_point():
     PRDPT(covariance="isotropic")                      # the default then means one group
     with pytest.raises(ConfigError, match="group_after"):
         PRDPT(group_after=0.0)
+    with pytest.raises(ConfigError, match="schedule = 'adaptive'"):
+        ZeroGrads(schedule="paper", groups="auto")
+    ZeroGrads(schedule="paper")
+    with pytest.raises(ConfigError, match="group_after"):
+        ZeroGrads(group_after=1.5)
+    with pytest.raises(ConfigError, match="is not one of"):
+        ZeroGrads(groups="colours")
 
 
 class Recording(ToyRenderer):
@@ -75,17 +83,18 @@ class Recording(ToyRenderer):
         return super().render(theta)
 
 
-def _run(groups="auto", renders=400, seed=0, renderer=None, **kw):
+def _run(groups="auto", renders=400, seed=0, renderer=None, estimator="prdpt", **kw):
     renderer = renderer or ToyRenderer(**DISC)
-    return rg.optimize(renderer, "mse", "prdpt", estimator_options={"groups": groups, "elite": 0, **kw},
+    return rg.optimize(renderer, "mse", estimator, estimator_options={"groups": groups, "elite": 0, **kw},
                        target_params=DISC_TARGET, steps=renders, max_renders=renders, seed=seed,
                        final_render=False)
 
 
-def test_after_sigma_narrows_each_step_perturbs_one_group_and_the_groups_take_turns(caplog):
+@pytest.mark.parametrize("estimator", ["prdpt", "zerograds"])
+def test_after_sigma_narrows_each_step_perturbs_one_group_and_the_groups_take_turns(caplog, estimator):
     renderer = Recording(**DISC)
-    with caplog.at_level("INFO", logger="rendergrad.prdpt"):
-        res = _run(renderer=renderer, renders=300)
+    with caplog.at_level("INFO", logger=f"rendergrad.{estimator}"):
+        res = _run(renderer=renderer, renders=300, estimator=estimator)
     assert "refining the parameter groups in turn: x, y, r | c" in caplog.text   # the log says when and which
     sigma0 = res.history[0]["sigma"]
     grouped = [h for h in res.history if "group" in h]
@@ -121,20 +130,23 @@ def _colour_error(res) -> float:
     return max(abs(a - b) for a, b in zip(res.params["c"], DISC_TARGET["c"]))
 
 
-def test_grouped_refinement_finishes_the_colour_a_single_kernel_leaves_behind():
+@pytest.mark.parametrize("estimator, solved", [("prdpt", 0.02), ("zerograds", 0.15)])
+def test_grouped_refinement_finishes_the_colour_a_single_kernel_leaves_behind(estimator, solved):
     """Equal renders, four seeds: with one kernel the colour lags behind the position (its loss
-    difference drowns in the position's jitter); refined on its own it converges."""
-    grouped = statistics.median(_colour_error(_run("auto", seed=s)) for s in range(4))
-    joint = statistics.median(_colour_error(_run("none", seed=s)) for s in range(4))
-    assert grouped < 0.02, grouped
+    difference drowns in the position's jitter); refined on its own it converges (PRDPT), or at
+    least gets far closer (ZeroGrads, whose surrogate resolves less: median 0.07 against 0.23)."""
+    grouped = statistics.median(_colour_error(_run("auto", seed=s, estimator=estimator)) for s in range(4))
+    joint = statistics.median(_colour_error(_run("none", seed=s, estimator=estimator)) for s in range(4))
+    assert grouped < solved, grouped
     assert grouped < joint / 2, (grouped, joint)
 
 
-def test_resume_in_the_grouped_phase_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("estimator", ["prdpt", "zerograds"])
+def test_resume_in_the_grouped_phase_is_bit_identical(tmp_path, estimator):
     kw = dict(estimator_options={"groups": "auto"}, target_params=DISC_TARGET, steps=300, seed=1, final_render=False)
-    full = rg.optimize(ToyRenderer(**DISC), "mse", "prdpt", **kw)
+    full = rg.optimize(ToyRenderer(**DISC), "mse", estimator, **kw)
     assert any("group" in h for h in full.history[:150])        # the checkpoint falls inside the grouped phase
-    rg.optimize(ToyRenderer(**DISC), "mse", "prdpt", max_renders=300, checkpoint_dir=tmp_path, **kw)
-    resumed = rg.optimize(ToyRenderer(**DISC), "mse", "prdpt", checkpoint_dir=tmp_path, resume=True, **kw)
+    rg.optimize(ToyRenderer(**DISC), "mse", estimator, max_renders=300, checkpoint_dir=tmp_path, **kw)
+    resumed = rg.optimize(ToyRenderer(**DISC), "mse", estimator, checkpoint_dir=tmp_path, resume=True, **kw)
     assert resumed.params == full.params
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
