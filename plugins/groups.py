@@ -13,7 +13,7 @@ rank-one update only learns from the steps' path, which the jitter dominates jus
 So, once σ has narrowed to ``after`` of its start (the run has found its basin), the estimator
 perturbs one group at a time, in turn: a pair's loss difference then carries that group's slope
 alone, and each group has its own σ (starting at the σ reached so far, adapted by its own path
-length) and its own kernel shape. Until then every parameter moves together: a plateau is left
+length) and, in PRDPT, its own kernel shape. Until then every parameter moves together: a plateau is left
 by moving all of them at once (a disc that overlaps nothing cannot be found by moving its x alone:
 one group per parameter from the start solved 0 of 10 runs of that scene).
 

@@ -203,7 +203,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
         self.bounds, self.reflect_margin = bounds, float(reflect_margin)
         self.cross_check = bool(cross_check)
         self._configure_basin("zerograds", adaptive, elite, rough, restarts)
-        self.groups_option = check_groups("zerograds", "auto" if groups is None and adaptive else groups or "none")
+        self.groups_option = check_groups("zerograds", groups if groups is not None else "auto" if adaptive else "none")
         if self.groups_option != "none" and not adaptive:
             raise ConfigError("zerograds: parameter groups follow the adaptive σ; they need schedule = 'adaptive' "
                               "(or set groups = 'none')")

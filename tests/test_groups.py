@@ -69,6 +69,8 @@ def test_groups_need_the_learnt_shape_and_a_sensible_switch_point():
         ZeroGrads(group_after=1.5)
     with pytest.raises(ConfigError, match="is not one of"):
         ZeroGrads(groups="colours")
+    with pytest.raises(ConfigError, match="list of non-empty lists"):
+        ZeroGrads(groups=[])
 
 
 class Recording(ToyRenderer):
