@@ -34,6 +34,7 @@ A space that yields a single group is left unchanged: the estimator behaves exac
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any, Sequence
 
 import torch
@@ -60,6 +61,20 @@ def check_groups(who: str, groups: Any) -> str | list[list[str]]:
         return [list(g) for g in groups]
     raise ConfigError(f"{who}: groups must be one of {GROUPINGS} or a non-empty list of non-empty lists of "
                       f"parameter names, e.g. groups = [['x', 'y'], ['colour']]; got {groups!r}")
+
+
+def group_options(who: str, groups: Any, group_after: Any, possible: bool, needs: str
+                  ) -> tuple[str | list[list[str]], float]:
+    """``(groups, group_after)`` validated. ``groups=None`` means ``"auto"`` where the estimator's
+    settings allow groups (``possible``) and ``"none"`` where not; asking for groups where they are
+    not possible is refused, saying what they ``need``."""
+    option = check_groups(who, groups if groups is not None else "auto" if possible else "none")
+    if option != "none" and not possible:
+        raise ConfigError(f"{who}: parameter groups {needs} (or set groups = 'none')")
+    if not (isinstance(group_after, (int, float)) and 0 < group_after <= 1):
+        raise ConfigError(f"{who}: group_after (the fraction of σ₀ at which the run starts refining "
+                          f"one group at a time) must be in (0, 1], got {group_after!r}")
+    return option, float(group_after)
 
 
 def group_names(space: ParamSpace, groups: str | list[list[str]], who: str = "estimator") -> list[list[str]]:
@@ -130,6 +145,15 @@ class ParameterGroups:
     def due(self, sigma: float, sigma0: float) -> bool:
         """Whether the joint phase ends now: σ has narrowed to ``after`` of its start."""
         return not self.groups and sigma <= self.after * sigma0
+
+    def start_if_due(self, adaptive: AdaptiveSigma, step: int, who: str) -> None:
+        """Split when :meth:`due`, and say so in the estimator's log (when, at what σ, which groups)."""
+        if not self.due(adaptive.sigma, adaptive.sigma0):
+            return
+        self.split(adaptive.sigma)
+        logging.getLogger(f"rendergrad.{who}").info(
+            "%s: σ is down to %.3g of each range (%g σ₀) at step %d: refining the parameter groups in turn: %s",
+            who, adaptive.sigma, self.after, step, " | ".join(", ".join(g) for g in self.names))
 
     def split(self, sigma: float) -> None:
         """Start the grouped phase: every group at the σ reached, with a fresh path and shape."""

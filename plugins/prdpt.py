@@ -92,7 +92,6 @@ reports ``f(u)`` exactly.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Callable, Sequence
 
@@ -103,11 +102,9 @@ from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
 from .basin import BasinRules
-from .groups import Group, ParameterGroups, check_groups, embed, group_names
+from .groups import Group, ParameterGroups, embed, group_names, group_options
 from .kernel_shape import KernelShape
 from .schedules import AdaptiveSigma, progress, sigma_control
-
-log = logging.getLogger("rendergrad.prdpt")
 
 SAMPLERS = ("gaussian", "importance")
 MODES = ("score", "reparam")
@@ -234,16 +231,9 @@ class PRDPT(BasinRules, GradientEstimator):
                               "sampler = 'gaussian' (or set covariance = 'isotropic')")
         self.covariance, self.shape_options = covariance, dict(shape or {})
         self.shape: KernelShape | None = None
-        if groups is None:
-            groups = "auto" if covariance == "adaptive" else "none"
-        self.groups_option = check_groups("prdpt", groups)
-        if self.groups_option != "none" and covariance != "adaptive":
-            raise ConfigError("prdpt: parameter groups refine with the learnt kernel shape; they need "
-                              "covariance = 'adaptive' (or set groups = 'none')")
-        if not 0 < group_after <= 1:
-            raise ConfigError(f"prdpt: group_after (the fraction of σ₀ at which the run starts refining "
-                              f"one group at a time) must be in (0, 1], got {group_after!r}")
-        self.group_after = float(group_after)
+        self.groups_option, self.group_after = group_options(
+            "prdpt", groups, group_after, possible=covariance == "adaptive",
+            needs="refine with the learnt kernel shape; they need covariance = 'adaptive'")
         self.groups: ParameterGroups | None = None
         self.samples, self.antithetic, self.sampler, self.mode = samples, bool(antithetic), sampler, mode
         self.qmc, self.center, self.sigma_step = bool(qmc), bool(center), bool(sigma_step)
@@ -358,11 +348,8 @@ class PRDPT(BasinRules, GradientEstimator):
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         if self.shape is not None and self.shape.n == u.shape[0]:
             groups = self.groups
-            if groups is not None and self.adaptive is not None and groups.due(self.adaptive.sigma, self.adaptive.sigma0):
-                groups.split(self.adaptive.sigma)
-                log.info("prdpt: σ is down to %.3g of each range (%g σ₀) at step %d: refining the parameter "
-                         "groups in turn: %s", self.adaptive.sigma, self.group_after, ctx.step,
-                         " | ".join(", ".join(g) for g in groups.names))
+            if groups is not None and self.adaptive is not None:
+                groups.start_if_due(self.adaptive, ctx.step, "prdpt")
             return self._estimate_shaped(loss_fn, u, ctx, groups.next() if groups is not None and groups.active else None)
         n = u.shape[0]
         u0 = u

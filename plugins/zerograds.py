@@ -63,7 +63,6 @@ All state — surrogate weights, its optimizer, the buffer, the scale — is in
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from typing import Any, Callable, Iterator, Sequence
 
@@ -75,11 +74,9 @@ from rendergrad.errors import ConfigError
 from rendergrad.params import ParamSpace
 
 from .basin import BasinRules
-from .groups import Group, ParameterGroups, check_groups, embed, group_names
+from .groups import Group, ParameterGroups, embed, group_names, group_options
 from .prdpt import inset, reflect_into_unit, without_outward
 from .schedules import AdaptiveSigma, progress, sigma_control
-
-log = logging.getLogger("rendergrad.zerograds")
 
 SURROGATES = ("mlp", "quadratic")
 TRANSFORMS = ("none", "log")
@@ -203,14 +200,9 @@ class ZeroGrads(BasinRules, GradientEstimator):
         self.bounds, self.reflect_margin = bounds, float(reflect_margin)
         self.cross_check = bool(cross_check)
         self._configure_basin("zerograds", adaptive, elite, rough, restarts)
-        self.groups_option = check_groups("zerograds", groups if groups is not None else "auto" if adaptive else "none")
-        if self.groups_option != "none" and not adaptive:
-            raise ConfigError("zerograds: parameter groups follow the adaptive σ; they need schedule = 'adaptive' "
-                              "(or set groups = 'none')")
-        if not 0 < group_after <= 1:
-            raise ConfigError(f"zerograds: group_after (the fraction of σ₀ at which the run starts refining "
-                              f"one group at a time) must be in (0, 1], got {group_after!r}")
-        self.group_after = float(group_after)
+        self.groups_option, self.group_after = group_options(
+            "zerograds", groups, group_after, possible=adaptive,
+            needs="follow the adaptive σ; they need schedule = 'adaptive'")
         self.groups: ParameterGroups | None = None
         self.kind, self.hidden, self.layers, self.encoding = surrogate, hidden, layers, encoding
         self.lr, self.updates, self.fit_first = float(lr), updates, bool(fit_first)
@@ -390,11 +382,7 @@ class ZeroGrads(BasinRules, GradientEstimator):
         groups = self.groups
         if groups is None or self.adaptive is None:
             return None
-        if groups.due(self.adaptive.sigma, self.adaptive.sigma0):
-            groups.split(self.adaptive.sigma)
-            log.info("zerograds: σ is down to %.3g of each range (%g σ₀) at step %d: refining the parameter "
-                     "groups in turn: %s", self.adaptive.sigma, self.group_after, ctx.step,
-                     " | ".join(", ".join(g) for g in groups.names))
+        groups.start_if_due(self.adaptive, ctx.step, "zerograds")
         return groups.next() if groups.active else None
 
     @staticmethod
