@@ -28,6 +28,9 @@ function value; the objective compares it with a zero image, so the loss is the 
 8. ``one_disc``, ``one_box``: one disc (position, radius, RGB; 6 parameters, off its target at
    the start) and one box (position, width, height, RGB; 7 parameters), added later still, the
    same error and threshold.
+9. ``one_glow``: one heavily blurred disc (12-pixel soft edge on 64²; position, radius, RGB; 6
+   parameters), where the radius and the colour's brightness trade off; added after parameter
+   groups became the default, the same error and threshold.
 """
 
 from __future__ import annotations
@@ -291,6 +294,13 @@ ONE_BOX_SCENE = {
                {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
 }
 ONE_BOX_TARGET = {"x": 0.3, "y": 0.62, "w": 0.45, "h": 0.12, "c": [0.2, 0.4, 0.9]}
+ONE_GLOW_SCENE = {
+    "resolution": 64, "mode": "soft", "softness": 12.0,
+    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": "r", "color": "c"}],
+    "params": [{"name": "x", "init": 0.4, "low": 0.1, "high": 0.9}, {"name": "y", "init": 0.6, "low": 0.1, "high": 0.9},
+               {"name": "r", "init": 0.1, "low": 0.03, "high": 0.3}, {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
+}
+ONE_GLOW_TARGET = {"x": 0.55, "y": 0.45, "r": 0.15, "c": [0.9, 0.6, 0.3]}
 
 
 def toy_scene_task(name: str, description: str, scene: dict[str, Any], target: dict[str, Any]) -> Task:
@@ -321,6 +331,14 @@ def one_disc_task() -> Task:
     like ``two_shapes``, after the defaults were chosen."""
     return toy_scene_task("one_disc", "toy renderer: one disc (x, y, radius, RGB), 6 parameters, start off target",
                           ONE_DISC_SCENE, ONE_DISC_TARGET)
+
+
+def one_glow_task() -> Task:
+    """One blurred disc, six parameters: its radius and its colour's brightness trade off (a
+    bigger, dimmer glow looks much like a smaller, brighter one). Added after parameter groups
+    became the default, to see them where two groups are coupled."""
+    return toy_scene_task("one_glow", "toy renderer: one blurred disc (x, y, radius, RGB), 6 parameters",
+                          ONE_GLOW_SCENE, ONE_GLOW_TARGET)
 
 
 def one_box_task() -> Task:
@@ -567,6 +585,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "led": lambda **kw: with_defaults(led_task(**kw)), "texture": texture_task,
     "led336": lambda: with_defaults(led_task(336, success=0.01)),
     "two_shapes": two_shapes_task, "one_disc": one_disc_task, "one_box": one_box_task,
+    "one_glow": one_glow_task,
     **{name: (lambda name=name: mixed_task(name)) for name in MIXED},
     **{name: (lambda name=name: paper_task(name)) for name in PAPER},
 }

@@ -180,7 +180,8 @@ def test_variants_name_an_estimator_with_options():
         bench._variant("x=prdpt:{covariance}")
 
 
-@pytest.mark.parametrize("name, start, n", [("two_shapes", 0.214, 8), ("one_disc", 0.361, 6), ("one_box", 0.286, 7)])
+@pytest.mark.parametrize("name, start, n", [("two_shapes", 0.214, 8), ("one_disc", 0.361, 6), ("one_box", 0.286, 7),
+                                            ("one_glow", 0.229, 6)])
 def test_unseen_toy_scenes_score_zero_at_their_targets_and_measure_the_start(name, start, n):
     task = get_task(name)
     space = task.make_renderer().parameter_space()
