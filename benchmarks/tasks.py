@@ -279,12 +279,18 @@ TWO_SHAPES_SCENE = {
 TWO_SHAPES_TARGET = {"ax": 0.62, "ay": 0.35, "ra": 0.14, "bx": 0.35, "by": 0.66, "bc": [0.2, 0.7, 0.4]}
 
 
-ONE_DISC_SCENE = {
-    "resolution": 64, "mode": "soft", "softness": 1.0,
-    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": "r", "color": "c"}],
-    "params": [{"name": "x", "init": 0.3, "low": 0.1, "high": 0.9}, {"name": "y", "init": 0.7, "low": 0.1, "high": 0.9},
-               {"name": "r", "init": 0.08, "low": 0.03, "high": 0.3}, {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
-}
+def disc_scene(x: float, y: float, r: float, softness: float = 1.0, resolution: int = 64) -> dict[str, Any]:
+    """A toy scene of one soft disc with parameters x, y, radius ``r`` and RGB colour ``c`` (grey
+    at the start), started at ``(x, y, r)``."""
+    return {
+        "resolution": resolution, "mode": "soft", "softness": softness,
+        "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": "r", "color": "c"}],
+        "params": [{"name": "x", "init": x, "low": 0.1, "high": 0.9}, {"name": "y", "init": y, "low": 0.1, "high": 0.9},
+                   {"name": "r", "init": r, "low": 0.03, "high": 0.3}, {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
+    }
+
+
+ONE_DISC_SCENE = disc_scene(0.3, 0.7, 0.08)
 ONE_DISC_TARGET = {"x": 0.65, "y": 0.35, "r": 0.15, "c": [0.9, 0.6, 0.1]}
 ONE_BOX_SCENE = {
     "resolution": 64, "mode": "soft", "softness": 1.0,
@@ -294,12 +300,7 @@ ONE_BOX_SCENE = {
                {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
 }
 ONE_BOX_TARGET = {"x": 0.3, "y": 0.62, "w": 0.45, "h": 0.12, "c": [0.2, 0.4, 0.9]}
-ONE_GLOW_SCENE = {
-    "resolution": 64, "mode": "soft", "softness": 12.0,
-    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": "r", "color": "c"}],
-    "params": [{"name": "x", "init": 0.4, "low": 0.1, "high": 0.9}, {"name": "y", "init": 0.6, "low": 0.1, "high": 0.9},
-               {"name": "r", "init": 0.1, "low": 0.03, "high": 0.3}, {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
-}
+ONE_GLOW_SCENE = disc_scene(0.4, 0.6, 0.1, softness=12.0)     # blurred: radius and brightness trade off
 ONE_GLOW_TARGET = {"x": 0.55, "y": 0.45, "r": 0.15, "c": [0.9, 0.6, 0.3]}
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,13 +17,13 @@ from rendergrad.plugins.prdpt import PRDPT
 from rendergrad.plugins.zerograds import ZeroGrads
 from rendergrad.renderers.toy import ToyRenderer
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:          # the benchmark's scenes, as test_benchmark_tasks reads them
+    sys.path.insert(0, str(ROOT))
+from benchmarks.tasks import disc_scene  # noqa: E402
+
 # one soft disc, six parameters: its position and radius move the loss ~90× more than its colour
-DISC = {
-    "resolution": 32, "mode": "soft", "softness": 1.0,
-    "shapes": [{"type": "disc", "x": "x", "y": "y", "radius": "r", "color": "c"}],
-    "params": [{"name": "x", "init": 0.45, "low": 0.1, "high": 0.9}, {"name": "y", "init": 0.55, "low": 0.1, "high": 0.9},
-               {"name": "r", "init": 0.12, "low": 0.03, "high": 0.3}, {"name": "c", "shape": [3], "init": [0.5, 0.5, 0.5]}],
-}
+DISC = disc_scene(0.45, 0.55, 0.12, resolution=32)
 DISC_TARGET = {"x": 0.55, "y": 0.45, "r": 0.15, "c": [0.9, 0.6, 0.1]}
 
 
