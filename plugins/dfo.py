@@ -351,7 +351,13 @@ class CMA(LibraryOptimizer):
     def population(self, n: int) -> int:
         """Renders per step for ``n`` parameters (pycma's default is ``4 + 3 ln n``), as pycma decides it."""
         with NumpyStream(1).active():  # pycma seeds numpy's global generator: keep that to itself
-            return int(self._create(np.full(n, 0.5), 1, 0).popsize)
+            # per-coordinate spreads belong to the real space, not to this probe's
+            stds = self.options.pop("CMA_stds", None)
+            try:
+                return int(self._create(np.full(n, 0.5), 1, 0).popsize)
+            finally:
+                if stds is not None:
+                    self.options["CMA_stds"] = stds
 
     def _seed_for(self, run_seed: int) -> int:
         # pycma treats seed 0 as "seed from the clock": shift by one
@@ -359,13 +365,18 @@ class CMA(LibraryOptimizer):
 
     def _create(self, x0: np.ndarray, seed: int, budget: int) -> Any:
         import cma
+        stds = self.options.get("CMA_stds")
         if x0.shape[0] == 1:  # pycma needs >= 2 dimensions: carry one ignored coordinate
             x0 = np.concatenate([x0, [0.5]])
+            if stds is not None and len(stds) == 1:
+                stds = list(stds) + [1.0]
         opts = {"bounds": [0.0, 1.0], "seed": seed, "verbose": -9, "verb_log": 0, "verb_disp": 0,
                 "CMA_diagonal": x0.shape[0] > self.diagonal_above}
         if self.popsize:
             opts["popsize"] = self.popsize
         opts.update(self.options)
+        if stds is not None:
+            opts["CMA_stds"] = stds
         try:
             return cma.CMAEvolutionStrategy(x0.tolist(), self.sigma0, opts)
         except Exception as e:  # pycma raises plain errors for bad option values
@@ -389,6 +400,13 @@ class CMA(LibraryOptimizer):
 
     def _diagnostics(self) -> dict[str, float]:
         return {"sigma": float(self._lib.sigma)}
+
+    def spread(self) -> float | None:
+        """The widest standard deviation of the search distribution over the parameters (σ times
+        the covariance's largest axis scale), in units of each range; None before the first step."""
+        if self._lib is None:
+            return None
+        return float(np.max(np.asarray(self._lib.stds)[: self._dim]))
 
 
 # -- nevergrad --------------------------------------------------------------------------------

@@ -1,0 +1,201 @@
+"""``handoff``: PRDPT finds the basin, CMA-ES refines it.
+
+Why: the two halves of an optimization through a renderer ask for different things. Far from
+the target the loss is flat or rippled (an object that does not overlap its target); PRDPT's
+smoothed gradient crosses such plateaus, an evolution strategy started there wanders (CMA-ES
+solves the plateau disc 6/10 times in 600 renders, PRDPT 10/10). Near the target the loss is a
+narrow, tilted valley (a blurred disc whose radius and brightness trade off, Rosenbrock²); there
+one antithetic pair per step reveals one directional derivative, and PRDPT's kernel shape,
+learnt from its own steps, follows the valley slowly, while CMA-ES learns the valley's
+covariance from a population of about ten renders per step. So this estimator runs the search
+estimator (``prdpt`` by default, or ``zerograds``) until its adaptive σ has narrowed to ``at``
+(0.3) of its start, the point at which its parameter groups would start refining, i.e. the basin
+is found, and hands the run to CMA-ES started there: at the search's point, with its σ per
+coordinate as the initial spread. CMA-ES runs with diagonal decoding (dd-CMA, Akimoto and Hansen,
+GECCO 2019: ``CMA_diagonal_decoding = 1``), which learns a per-parameter scale much faster than
+the full covariance; a scene whose colour moves the loss ninety times less than its position
+needs that (the one-disc scene: 26/30 seeds solved with it, 15/30 without).
+
+Measured at 600 renders on seeds 0–29 (``benchmarks/results/defaults.md``, *Hand-off*): the
+blurred disc 30/30 seeds solved (PRDPT 22/30), one box 28/30 (22/30), one disc 26/30 (23/30),
+Rosenbrock² 28/30 (25/30); what it loses: the two-shapes scene (0/30, PRDPT 6/30), which PRDPT
+solves by refining each object's parameters as its own group.
+
+Restarts (:mod:`.restarts`) span both phases: when CMA-ES has settled (its widest spread below
+``sigma_fraction`` of the search's σ₀ and the loss no longer falling) with at least a fifth of the
+run left, the search starts again from a random point; for the last fifth the run returns to
+the best basin seen and refines it with a fresh CMA-ES. When pycma stops by its own tests, a
+fresh CMA-ES continues from its mean at that small spread (its covariance had degenerated).
+
+Resuming is exact: the state holds the phase, the search estimator's state or CMA-ES's told
+history (rebuilt by replay, :mod:`.dfo`) with the spread it started from, and the restarts'
+bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from rendergrad import Estimate, GradientEstimator, StepContext, hookimpl
+from rendergrad.errors import ConfigError
+from rendergrad.params import ParamSpace
+
+from .restarts import Restarts
+
+log = logging.getLogger("rendergrad.handoff")
+
+SEARCHES = ("prdpt", "zerograds")
+# dd-CMA: a fast per-coordinate scale on top of the full covariance (see the module docstring)
+REFINE_DEFAULTS = {"CMA_diagonal_decoding": 1}
+
+
+class Handoff(GradientEstimator):
+    """A search estimator with an adaptive σ until the basin is found, then CMA-ES."""
+
+    name = "handoff"
+
+    def __init__(self, search: str = "prdpt", search_options: dict[str, Any] | None = None, at: float = 0.3,
+                 cma: dict[str, Any] | None = None, restarts: bool | dict[str, float] = True):
+        if search not in SEARCHES:
+            raise ConfigError(f"handoff: search {search!r} is not one of {SEARCHES} (the search needs an "
+                              "adaptive σ, whose narrowing says when the basin is found)")
+        if not (isinstance(at, (int, float)) and not isinstance(at, bool) and 0.0 < float(at) <= 1.0):
+            raise ConfigError(f"handoff: at (the fraction of the search's starting σ at which CMA-ES takes "
+                              f"over) must be in (0, 1], got {at!r}")
+        self.search, self.at = search, float(at)
+        # the hand-off owns the restarts: the search's own would never fire before it hands over
+        self.search_options = {"restarts": False, **dict(search_options or {})}
+        self.cma_options = dict(cma or {})
+        if not isinstance(self.cma_options.get("options", {}), dict):
+            raise ConfigError("handoff: cma.options must be a table of pycma options")
+        self.restart_options = dict(restarts) if isinstance(restarts, dict) else {}
+        self.use_restarts = bool(restarts)
+        self._check()
+        self.space: ParamSpace | None = None
+        self.total_steps = 0
+
+    def _check(self) -> None:
+        """Build both parts once, so a bad option fails now, not at the hand-off."""
+        from rendergrad.registry import registry
+        found = registry().create("estimator", self.search, self.search_options)
+        if getattr(found, "adaptive", None) is None:
+            raise ConfigError(f"handoff: the search needs schedule = 'adaptive' (its σ says when the basin is "
+                              f"found); remove schedule from search_options")
+        self._cma(0.1, seed=1)
+
+    def _cma(self, sigma: float, seed: int, stds: torch.Tensor | None = None) -> GradientEstimator:
+        from rendergrad.registry import registry
+        options = {**self.cma_options, "sigma0": float(sigma), "seed": int(seed)}
+        pycma = {**REFINE_DEFAULTS, **dict(self.cma_options.get("options", {}))}
+        if stds is not None:
+            pycma["CMA_stds"] = [float(s) for s in stds]
+        options["options"] = pycma
+        return registry().create("estimator", "cma", options)
+
+    # -- phases ---------------------------------------------------------------------------
+    def setup(self, space: ParamSpace, total_steps: int) -> None:
+        super().setup(space, total_steps)
+        self.space, self.total_steps = space, total_steps
+        self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
+        self._search(None)
+
+    def _search(self, sigma: float | None) -> None:
+        """Start (or restart) the search phase, at σ₀ or at ``sigma``."""
+        from rendergrad.registry import registry
+        assert self.space is not None
+        self.phase = "search"
+        self.inner: Any = registry().create("estimator", self.search, self.search_options)
+        self.inner.setup(self.space, self.total_steps)
+        self.sigma0 = float(self.inner.adaptive.sigma0)
+        if sigma is not None:
+            self.inner.adaptive.load_state_dict({"sigma": sigma, "path": None})
+        self.refine_from: dict[str, Any] = {}
+
+    def _refine(self, sigma: float, stds: torch.Tensor | None, ctx: StepContext) -> None:
+        """Start CMA-ES at spread ``sigma`` (per coordinate ``sigma · stds``), from the next step's point."""
+        seed = int(torch.randint(1, 2**31 - 2, (1,), generator=ctx.generator))
+        self.phase = "refine"
+        self.refine_from = {"sigma": float(sigma), "seed": seed, "stds": None if stds is None else stds.clone()}
+        self.inner = self._cma(sigma, seed, stds)
+        self.inner.setup(self.space, self.total_steps)
+
+    def _narrowed(self) -> tuple[float, torch.Tensor]:
+        """The search's σ (the widest group's, once its groups refine in turn) and its spread per
+        coordinate, in units of each parameter's range."""
+        assert self.space is not None
+        p, n, scales = self.inner, self.space.size, self.space.sigma_scales()
+        groups = getattr(p, "groups", None)
+        if groups is not None and groups.active:
+            spread = torch.zeros(n, dtype=torch.float64)
+            for g in groups.groups:
+                axis = g.shape.axis_scales if g.shape is not None else torch.ones(len(g.index), dtype=torch.float64)
+                spread[g.index] = g.adaptive.sigma * axis
+            return float(groups.sigma), spread * scales
+        shape = getattr(p, "shape", None)
+        axis = shape.axis_scales if shape is not None and shape.n == n else torch.ones(n, dtype=torch.float64)
+        return float(p.adaptive.sigma), p.adaptive.sigma * axis * scales
+
+    def _spread(self) -> float:
+        """The current phase's σ: the search's, or the widest spread of CMA-ES's distribution."""
+        if self.phase == "search":
+            return self._narrowed()[0]
+        spread = self.inner.spread()
+        return self.refine_from["sigma"] if spread is None else spread
+
+    # -- the estimator ----------------------------------------------------------------------
+    def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
+        info: dict[str, Any] = {}
+        if self.phase == "search":
+            sigma, spread = self._narrowed()
+            if sigma <= self.at * self.sigma0:
+                self._refine(sigma, spread / sigma, ctx)
+                info["handoff"] = True
+                log.info("handoff: σ is down to %.3g of each range (%g σ₀) at step %d: CMA-ES refines from here",
+                         sigma, self.at, ctx.step)
+        elif self.inner.converged():
+            # pycma's own tests stopped it (its covariance has degenerated): a fresh one goes on
+            self._refine(self.restarts.sigma_fraction * self.sigma0 if self.restarts is not None
+                         else self._spread(), None, ctx)
+            info["handoff"] = "renewed"
+        est = self.inner.estimate(loss_fn, u, ctx)
+        sigma = self._spread()
+        info.update(phase=self.phase, sigma=sigma)
+        if self.restarts is not None:
+            move = self.restarts.after_step(u, est.loss, sigma, self.sigma0, ctx, int(getattr(loss_fn, "renders", 0)))
+            if move is not None:
+                est.step, new_sigma = move
+                if self.restarts.returned:
+                    info["restart"] = "back to the best basin"
+                    self._refine(new_sigma, None, ctx)
+                else:
+                    info["restart"] = self.restarts.count
+                    self._search(None)
+        est.info = {**est.info, **info}
+        return est
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase, "refine_from": dict(self.refine_from), "inner": self.inner.state_dict(),
+                "restarts": self.restarts.state_dict() if self.restarts is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        if state["phase"] == "search":
+            self._search(None)
+        else:
+            start = state["refine_from"]
+            self.phase, self.refine_from = "refine", dict(start)
+            self.inner = self._cma(start["sigma"], start["seed"], start["stds"])
+            self.inner.setup(self.space, self.total_steps)
+        self.inner.load_state_dict(state["inner"])
+        if self.restarts is not None and state.get("restarts"):
+            self.restarts.load_state_dict(state["restarts"])
+
+
+@hookimpl
+def rendergrad_estimators():
+    return [Handoff]
