@@ -4,11 +4,12 @@ and kinds of parameters — and says why in the log.
 The rules come from the estimator benchmark (``benchmarks/results/estimators.md``,
 ``docs/estimators.md`` "Which estimator"):
 
-* up to ``max_adaptive`` parameters → ``prdpt`` at its defaults (adaptive σ with its own
-  trust-region step), whether or not the renderer is differentiable: it needs no learning rate
-  or σ schedule for the scene, and it crosses plateaus where analytic gradients are zero or
-  vanishingly small (box, plateau) — analytic at a default learning rate failed on box and
-  Rosenbrock² in the benchmark;
+* up to ``max_adaptive`` parameters → ``handoff`` at its defaults (:mod:`.handoff`: PRDPT with
+  adaptive σ until the basin is found, then CMA-ES), whether or not the renderer is
+  differentiable: it needs no learning rate or σ schedule for the scene, PRDPT crosses plateaus
+  where analytic gradients are zero or vanishingly small (box, plateau) — analytic at a default
+  learning rate failed on box and Rosenbrock² in the benchmark — and CMA-ES follows the narrow
+  valleys near the target that PRDPT's steps cross. Without pycma installed: ``prdpt`` alone;
 * more parameters, and the renderer differentiates all of them → ``analytic`` (one render per
   step; on the 12,288-parameter texture it reached the target in 62 renders where no
   forward-only method got within 12 % of it), falling back to ``prdpt`` when the gradient is
@@ -22,6 +23,7 @@ through the step context) and recorded in the history (``auto``) and the ``rende
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any
 
@@ -35,7 +37,7 @@ log = logging.getLogger("rendergrad.auto")
 
 
 class Auto(GradientEstimator):
-    """Chooses PRDPT (adaptive or annealed) or analytic from the parameters and the renderer."""
+    """Chooses PRDPT handing over to CMA-ES, annealed PRDPT or analytic from the parameters and the renderer."""
 
     name = "auto"
 
@@ -69,7 +71,11 @@ class Auto(GradientEstimator):
         discrete = int(self.space.discrete_mask().sum())
         kinds = f"{n} parameter(s)" + (f", {discrete} discrete" if discrete else "")
         if n <= self.max_adaptive:
-            return "prdpt", {}, f"{kinds} (≤ {self.max_adaptive}): PRDPT with adaptive σ"
+            if importlib.util.find_spec("cma") is None:
+                return "prdpt", {}, (f"{kinds} (≤ {self.max_adaptive}): PRDPT with adaptive σ (pycma is not "
+                                     "installed, so no CMA-ES refinement: pip install cma)")
+            return "handoff", {}, (f"{kinds} (≤ {self.max_adaptive}): PRDPT with adaptive σ until the basin "
+                                   "is found, then CMA-ES")
         if self.allow_analytic and ctx.differentiable and not ctx.nondifferentiable and not discrete:
             return "analytic", {}, (f"{kinds} (> {self.max_adaptive}) and the renderer differentiates all of "
                                     f"them: analytic, falling back to prdpt if the gradient is zero for "

@@ -12,14 +12,24 @@ from rendergrad.plugins.schedules import AdaptiveSigma
 TARGET = {"x": 0.7, "y": 0.3}
 
 
-def test_auto_picks_adaptive_prdpt_for_few_parameters_and_says_why(plateau_scene, caplog):
+def test_auto_picks_prdpt_handing_over_to_cma_es_for_few_parameters_and_says_why(plateau_scene, caplog):
     with caplog.at_level(logging.INFO, logger="rendergrad.auto"):
         res = rg.optimize("toy", "mse", "auto", renderer_options=plateau_scene, target_params=TARGET,
                           steps=20, seed=0, final_render=False)
     first = res.history[0]
-    assert first["auto"] == "prdpt" and "adaptive" in first["auto_reason"]
-    assert "auto estimator: prdpt" in caplog.text
-    assert res.evaluations in (40, 41)   # 20 steps of one pair; one elite check on a noise-free renderer
+    assert first["auto"] == "handoff" and "then CMA-ES" in first["auto_reason"]
+    assert "auto estimator: handoff" in caplog.text
+    # the first 20 steps are PRDPT's: one pair each, one elite check on a noise-free renderer
+    assert res.evaluations in (40, 41) and {h["phase"] for h in res.history} == {"search"}
+
+
+def test_without_pycma_auto_runs_prdpt_alone_and_says_how_to_get_the_refinement(plateau_scene, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cma" else real(name, *a))
+    res = rg.optimize("toy", "mse", "auto", renderer_options=plateau_scene, target_params=TARGET,
+                      steps=5, seed=0, final_render=False)
+    assert res.history[0]["auto"] == "prdpt" and "pip install cma" in res.history[0]["auto_reason"]
 
 
 def test_auto_takes_analytic_for_many_differentiable_parameters_and_leaves_a_plateau(plateau_scene):
