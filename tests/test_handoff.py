@@ -50,6 +50,14 @@ def test_the_search_hands_over_once_its_sigma_has_narrowed(plateau_scene, caplog
     assert abs(res.params["x"] - 0.7) < 0.008 and abs(res.params["y"] - 0.3) < 0.008
 
 
+def test_zerograds_can_be_the_search(plateau_scene):
+    res = rg.optimize("toy", "mse", "handoff", estimator_options={"search": "zerograds"},
+                      renderer_options=plateau_scene, target_params=TARGET, steps=300, max_renders=300, seed=0,
+                      final_render=False)
+    assert any(h.get("handoff") for h in res.history)
+    assert abs(res.params["x"] - 0.7) < 0.008 and abs(res.params["y"] - 0.3) < 0.008
+
+
 def test_a_valley_across_kinds_of_parameter_is_followed_where_prdpt_crosses_it():
     """The blurred disc: its radius and brightness trade off along a narrow valley. Seed 1: PRDPT
     ends 0.018 from the target after 600 renders; CMA-ES, handed the run at the basin, solves it."""
