@@ -74,6 +74,7 @@ class Handoff(GradientEstimator):
             raise ConfigError("handoff: cma.options must be a table of pycma options")
         self.restart_options = dict(restarts) if isinstance(restarts, dict) else {}
         self.use_restarts = bool(restarts)
+        Restarts(**self.restart_options)         # a misspelt setting fails here
         self._check()
         self.space: ParamSpace | None = None
         self.total_steps = 0
@@ -101,18 +102,16 @@ class Handoff(GradientEstimator):
         super().setup(space, total_steps)
         self.space, self.total_steps = space, total_steps
         self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
-        self._search(None)
+        self._search()
 
-    def _search(self, sigma: float | None) -> None:
-        """Start (or restart) the search phase, at σ₀ or at ``sigma``."""
+    def _search(self) -> None:
+        """Start (or restart) the search phase, at its σ₀."""
         from rendergrad.registry import registry
         assert self.space is not None
         self.phase = "search"
         self.inner: Any = registry().create("estimator", self.search, self.search_options)
         self.inner.setup(self.space, self.total_steps)
         self.sigma0 = float(self.inner.adaptive.sigma0)
-        if sigma is not None:
-            self.inner.adaptive.load_state_dict({"sigma": sigma, "path": None})
         self.refine_from: dict[str, Any] = {}
 
     def _refine(self, sigma: float, stds: torch.Tensor | None, ctx: StepContext) -> None:
@@ -173,7 +172,7 @@ class Handoff(GradientEstimator):
                     self._refine(new_sigma, None, ctx)
                 else:
                     info["restart"] = self.restarts.count
-                    self._search(None)
+                    self._search()
         est.info = {**est.info, **info}
         return est
 
@@ -185,7 +184,7 @@ class Handoff(GradientEstimator):
         if not state:
             return
         if state["phase"] == "search":
-            self._search(None)
+            self._search()
         else:
             start = state["refine_from"]
             self.phase, self.refine_from = "refine", dict(start)

@@ -115,6 +115,7 @@ def test_cma_es_takes_a_spread_per_parameter_even_for_one_parameter():
     ({"search_options": {"schedule": "paper"}}, "schedule = 'adaptive'"),
     ({"search_options": {"sigmaa": 0.1}}, "sigmaa"),
     ({"cma": {"options": {"CMA_stdz": [1.0]}}}, "CMA_stdz"),
+    ({"restarts": {"window": 10, "sigma_frac": 0.1}}, "sigma_frac"),
 ])
 def test_bad_options_fail_when_the_run_is_set_up_and_say_what_to_fix(options, words):
     with pytest.raises(ConfigError) as err:
