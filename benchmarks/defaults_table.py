@@ -57,14 +57,22 @@ def load(paths: list[Path]) -> list[dict[str, Any]]:
     return list(runs.values())
 
 
+def within_budget(run: dict[str, Any]) -> list[list[float]]:
+    """The run's error curve up to its render budget. A method whose last step is a population
+    (CMA-ES after a hand-off) may end a few renders past the budget; a success there would be
+    bought with renders the other methods did not get."""
+    budget = run.get("budget")
+    return [p for p in run["curve"] if not budget or p[0] <= budget] or run["curve"][:1]
+
+
 def first_success(curve: list[list[float]], level: float) -> float:
     return next((r for r, e in curve if e <= level), math.inf)
 
 
 def stats(runs: list[dict[str, Any]], level: float) -> dict[str, Any]:
-    hits = sorted(first_success(r["curve"], level) for r in runs)
+    hits = sorted(first_success(within_budget(r), level) for r in runs)
     ok = [h for h in hits if h < math.inf]
-    final = sorted(r["curve"][-1][1] for r in runs)
+    final = sorted(within_budget(r)[-1][1] for r in runs)
     return {"ok": len(ok), "n": len(runs), "median": statistics.median(ok) if ok else math.inf,
             "min": ok[0] if ok else math.inf, "max": ok[-1] if ok else math.inf,
             "final": statistics.median(final), "final_min": final[0], "final_max": final[-1]}
@@ -74,7 +82,7 @@ def expected_renders(runs: list[dict[str, Any]], level: float) -> float:
     """ERT: renders spent by all runs (to success, or all of a failed run's) per successful run."""
     spent, ok = 0.0, 0
     for r in runs:
-        hit = first_success(r["curve"], level)
+        hit = first_success(within_budget(r), level)
         if hit < math.inf:
             spent, ok = spent + hit, ok + 1
         else:
@@ -95,14 +103,14 @@ def ours_over_cma(cost: dict[str, float]) -> str:
 def seconds_to(run: dict[str, Any], level: float) -> tuple[float, bool]:
     """``(seconds to success or ∞, exact)``: read from the run's ``seconds`` where it has them,
     else its wall time × the share of its renders spent at success."""
-    curve, secs = run["curve"], run.get("seconds")
-    exact = secs is not None and len(secs) == len(curve)
+    curve, secs = within_budget(run), run.get("seconds")
+    exact = secs is not None and len(secs) == len(run["curve"])
     i = next((k for k, (_, e) in enumerate(curve) if e <= level), None)
     if i is None:
         return math.inf, exact
     if exact:
         return float(secs[i]), True
-    total = max(curve[-1][0], 1)
+    total = max(run["curve"][-1][0], 1)      # the wall time covers every render of the run
     return float(run["wall"]) * curve[i][0] / total, False
 
 
