@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks defaults_table", description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="*", help="runs.json / runs.jsonl files of `python -m benchmarks estimators`")
     ap.add_argument("--out", default=None, help="write the markdown table here too")
+    ap.add_argument("--seeds", default=None, metavar="FIRST-LAST",
+                    help="only the runs of these seeds, e.g. 10-39: compare methods on the same seeds when the "
+                         "files hold different ranges")
+    ap.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     args = ap.parse_args(argv)
     paths = [Path(p) for p in args.runs] or sorted(DEFAULT_DIR.glob("*/runs.json"))
     if not paths:
@@ -232,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     if str(HERE.parent) not in sys.path:
         sys.path.insert(0, str(HERE.parent))
     runs = load(paths)
+    if args.seeds:
+        first, _, last = args.seeds.partition("-")
+        runs = [r for r in runs if int(first) <= r["seed"] <= int(last or first)]
+    if args.methods:
+        runs = [r for r in runs if r["method"] in args.methods.split(",")]
     md = (table(runs) + "\n\nExpected renders to success (all renders spent / successful runs):\n\n"
           + ert_table(runs) + "\n\nSeconds to success, median / expected per success (≈: estimated from the "
           "run's wall time × its share of renders):\n\n" + seconds_table(runs))

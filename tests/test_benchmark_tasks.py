@@ -110,6 +110,11 @@ def test_estimator_benchmark_end_to_end(tmp_path):
     ert_row, seconds_row = [line for line in table.read_text().splitlines() if line.startswith("| toy")][1:]
     assert ert_row.count("|") == 5                             # task, prdpt, cma, ours / CMA-ES
     assert seconds_row.count("|") == 5 and "≈" not in seconds_row   # read from the recorded seconds
+    # the same seeds for every method, and a chosen set of methods
+    assert defaults_table.main([str(tmp_path / "runs.jsonl"), "--out", str(table), "--seeds", "1-1",
+                                "--methods", "prdpt"]) == 0
+    row = next(line for line in table.read_text().splitlines() if line.startswith("| toy"))
+    assert "/1)" in row and row.count("|") == 5                # task, prdpt (1 seed), two verdicts
 
 
 def test_first_seed_runs_held_out_seeds(tmp_path):
