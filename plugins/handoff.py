@@ -14,18 +14,21 @@ is found, and hands the run to CMA-ES started there: at the search's point, with
 coordinate as the initial spread. CMA-ES runs with diagonal decoding (dd-CMA, Akimoto and Hansen,
 GECCO 2019: ``CMA_diagonal_decoding = 1``), which learns a per-parameter scale much faster than
 the full covariance; a scene whose colour moves the loss ninety times less than its position
-needs that (the one-disc scene: 26/30 seeds solved with it, 15/30 without).
+needs that (the one-disc scene, seeds 0–29: 26/30 solved with it, 17/30 without).
 
-Measured at 600 renders on seeds 0–29 (``benchmarks/results/defaults.md``, *Hand-off*): the
-blurred disc 30/30 seeds solved (PRDPT 22/30), one box 28/30 (22/30), one disc 26/30 (23/30),
-Rosenbrock² 28/30 (25/30); what it loses: the two-shapes scene (0/30, PRDPT 6/30), which PRDPT
-solves by refining each object's parameters as its own group.
+Measured at 600 renders (``benchmarks/results/defaults.md``, *Hand-off*; seeds 0–9, then 10–39):
+the blurred disc 10/10 and 30/30 seeds solved (PRDPT alone 6/10, 24/30), one box 9/10 and 29/30
+(5/10, 25/30), Rosenbrock² 9/10 and 29/30 (7/10, 26/30). What it gives up: the two-shapes scene
+(0/10, 1/30 against 3/10, 6/30), which PRDPT solves by refining each object's parameters as its
+own group, and a seed on the firefly caustic (8/10 against 9/10), where CMA-ES's ranking of
+single noisy renders does not shrink its spread.
 
 Restarts (:mod:`.restarts`) span both phases: when CMA-ES has settled (its widest spread below
 ``sigma_fraction`` of the search's σ₀ and the loss no longer falling) with at least a fifth of the
 run left, the search starts again from a random point; for the last fifth the run returns to
 the best basin seen and refines it with a fresh CMA-ES. When pycma stops by its own tests, a
-fresh CMA-ES continues from its mean at that small spread (its covariance had degenerated).
+fresh CMA-ES continues from its mean, at a spread of ``sigma_fraction`` of σ₀ (the old one's
+covariance had degenerated).
 
 Resuming is exact: the state holds the phase, the search estimator's state or CMA-ES's told
 history (rebuilt by replay, :mod:`.dfo`) with the spread it started from, and the restarts'
@@ -35,7 +38,6 @@ bookkeeping.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
