@@ -28,7 +28,9 @@ Restarts (:mod:`.restarts`) span both phases: when CMA-ES has settled (its wides
 run left, the search starts again from a random point; for the last fifth the run returns to
 the best basin seen and refines it with a fresh CMA-ES. When pycma stops by its own tests, a
 fresh CMA-ES continues from its mean, at a spread of ``sigma_fraction`` of σ₀ (the old one's
-covariance had degenerated).
+covariance had degenerated). When the budget has fewer renders left than one CMA-ES generation,
+the search's steps take them, at CMA-ES's spread (phase ``"finish"``): a generation would end
+the run past ``max_renders``.
 
 Resuming is exact: the state holds the phase, the search estimator's state or CMA-ES's told
 history (rebuilt by replay, :mod:`.dfo`) with the spread it started from, and the restarts'
@@ -104,13 +106,15 @@ class Handoff(GradientEstimator):
         super().setup(space, total_steps)
         self.space, self.total_steps = space, total_steps
         self.restarts = Restarts(**self.restart_options) if self.use_restarts else None
+        self.population = self._cma(0.1, seed=1).population(space.size)   # renders per CMA-ES step
         self._search()
 
-    def _search(self) -> None:
-        """Start (or restart) the search phase, at its σ₀."""
+    def _search(self, phase: str = "search") -> None:
+        """Start (or restart) the search phase, at its σ₀; or the search estimator for the last
+        renders (``phase = "finish"``)."""
         from rendergrad.registry import registry
         assert self.space is not None
-        self.phase = "search"
+        self.phase = phase
         self.inner: Any = registry().create("estimator", self.search, self.search_options)
         self.inner.setup(self.space, self.total_steps)
         self.sigma0 = float(self.inner.adaptive.sigma0)
@@ -142,22 +146,33 @@ class Handoff(GradientEstimator):
 
     def _spread(self) -> float:
         """The current phase's σ: the search's, or the widest spread of CMA-ES's distribution."""
-        if self.phase == "search":
+        if self.phase != "refine":
             return self._narrowed()[0]
         spread = self.inner.spread()
         return self.refine_from["sigma"] if spread is None else spread
+
+    def _no_room(self, loss_fn, ctx: StepContext) -> bool:
+        """Whether the render budget has less left than one CMA-ES generation."""
+        return bool(ctx.max_renders) and ctx.max_renders - int(getattr(loss_fn, "renders", 0)) < self.population
 
     # -- the estimator ----------------------------------------------------------------------
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         info: dict[str, Any] = {}
         if self.phase == "search":
             sigma, spread = self._narrowed()
-            if sigma <= self.at * self.sigma0:
+            if sigma <= self.at * self.sigma0 and not self._no_room(loss_fn, ctx):
                 self._refine(sigma, spread / sigma, ctx)
                 info["handoff"] = True
                 log.info("handoff: σ is down to %.3g of each range (%g σ₀) at step %d: CMA-ES refines from here",
                          sigma, self.at, ctx.step)
-        elif self.inner.converged():
+        elif self.phase == "refine" and self._no_room(loss_fn, ctx):
+            # the budget's last renders, fewer than a population: the search's steps at CMA-ES's
+            # spread take them, instead of a generation that would end the run past its budget
+            spread = self._spread()
+            self._search("finish")
+            self.inner.adaptive.load_state_dict({"sigma": spread, "path": None})
+            info["handoff"] = "finish"
+        elif self.phase == "refine" and self.inner.converged():
             # pycma's own tests stopped it (its covariance has degenerated): a fresh one goes on
             self._refine(self.restarts.sigma_fraction * self.sigma0 if self.restarts is not None
                          else self._spread(), None, ctx)
@@ -185,8 +200,8 @@ class Handoff(GradientEstimator):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        if state["phase"] == "search":
-            self._search()
+        if state["phase"] in ("search", "finish"):
+            self._search(state["phase"])
         else:
             start = state["refine_from"]
             self.phase, self.refine_from = "refine", dict(start)

@@ -39,12 +39,16 @@ def test_the_search_hands_over_once_its_sigma_has_narrowed(plateau_scene, caplog
                           steps=300, max_renders=300, seed=0, final_render=False)
     phases = [h["phase"] for h in res.history]
     at = next(i for i, h in enumerate(res.history) if h.get("handoff") is True)
-    assert set(phases[:at]) == {"search"} and set(phases[at:]) == {"refine"}, phases
+    end = phases.index("finish") if "finish" in phases else len(phases)
+    assert set(phases[:at]) == {"search"} and set(phases[at:end]) == {"refine"}, phases
+    # the budget's last renders, fewer than a generation, go to the search's steps: the run keeps
+    # to its budget (one render over at most, a PRDPT pair)
+    assert set(phases[end:]) <= {"finish"} and 300 <= res.evaluations <= 301
     # the search's σ (after each step) had just narrowed to 0.3 of its start (0.1) when it handed over
     assert res.history[at - 2]["sigma"] > 0.03 >= res.history[at - 1]["sigma"]
     assert "CMA-ES refines from here" in caplog.text
     # CMA-ES's population per step (pycma's 4 + 3 ln 2 = 6 for two parameters), each render counted
-    spent = [b["evaluations"] - a["evaluations"] for a, b in zip(res.history[at:], res.history[at + 1:])]
+    spent = [b["evaluations"] - a["evaluations"] for a, b in zip(res.history[at:end], res.history[at + 1:end])]
     assert set(spent) == {6}
     # within a fifth of a pixel of the hard-edged disc's target (one pixel: 0.04 of the range)
     assert abs(res.params["x"] - 0.7) < 0.008 and abs(res.params["y"] - 0.3) < 0.008
@@ -84,7 +88,8 @@ def test_resume_in_either_phase_is_bit_identical(plateau_scene, tmp_path):
               final_render=False)
     full = rg.optimize("toy", "mse", "handoff", **kw)
     at = next(h["evaluations"] for h in full.history if h.get("handoff"))
-    for stop in (at - 6, at + 30):            # in the search, then in CMA-ES's refinement
+    last = next(h["evaluations"] for h in full.history if h.get("handoff") == "finish")
+    for stop in (at - 6, at + 30, last):      # in the search, in CMA-ES's refinement, in the last renders
         folder = tmp_path / str(stop)
         opt = rg.Optimization("toy", "mse", "handoff", checkpoint_dir=folder,
                               **{k: v for k, v in kw.items() if k != "final_render"})
