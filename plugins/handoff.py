@@ -20,8 +20,8 @@ Measured at 600 renders (``benchmarks/results/defaults.md``, *Hand-off*; seeds 0
 the blurred disc 10/10 and 30/30 seeds solved (PRDPT alone 6/10, 24/30), one box 9/10 and 29/30
 (5/10, 25/30), Rosenbrock² 9/10 and 29/30 (7/10, 26/30). What it gives up: the two-shapes scene
 (0/10, 1/30 against 3/10, 6/30), which PRDPT solves by refining each object's parameters as its
-own group, and a seed on the firefly caustic (8/10 against 9/10), where CMA-ES's ranking of
-single noisy renders does not shrink its spread.
+own group, and speed on the firefly caustic (9/10 each, 298 renders per success against 211),
+where CMA-ES's ranking of single noisy renders does not shrink its spread.
 
 Restarts (:mod:`.restarts`) span both phases: when CMA-ES has settled (its widest spread below
 ``sigma_fraction`` of the search's σ₀ and the loss no longer falling) with at least a fifth of the
