@@ -352,20 +352,16 @@ class CMA(LibraryOptimizer):
         """Renders per step for ``n`` parameters (pycma's default is ``4 + 3 ln n``), as pycma decides it."""
         with NumpyStream(1).active():  # pycma seeds numpy's global generator: keep that to itself
             # per-coordinate spreads belong to the real space, not to this probe's
-            stds = self.options.pop("CMA_stds", None)
-            try:
-                return int(self._create(np.full(n, 0.5), 1, 0).popsize)
-            finally:
-                if stds is not None:
-                    self.options["CMA_stds"] = stds
+            return int(self._create(np.full(n, 0.5), 1, 0, spreads=False).popsize)
 
     def _seed_for(self, run_seed: int) -> int:
         # pycma treats seed 0 as "seed from the clock": shift by one
         return run_seed % (SEED_SPACE - 1) + 1
 
-    def _create(self, x0: np.ndarray, seed: int, budget: int) -> Any:
+    def _create(self, x0: np.ndarray, seed: int, budget: int, spreads: bool = True) -> Any:
         import cma
-        stds = self.options.get("CMA_stds")
+        options = {k: v for k, v in self.options.items() if spreads or k != "CMA_stds"}
+        stds = options.get("CMA_stds")
         if x0.shape[0] == 1:  # pycma needs >= 2 dimensions: carry one ignored coordinate
             x0 = np.concatenate([x0, [0.5]])
             if stds is not None and len(stds) == 1:
@@ -374,7 +370,7 @@ class CMA(LibraryOptimizer):
                 "CMA_diagonal": x0.shape[0] > self.diagonal_above}
         if self.popsize:
             opts["popsize"] = self.popsize
-        opts.update(self.options)
+        opts.update(options)
         if stds is not None:
             opts["CMA_stds"] = stds
         try:

@@ -128,26 +128,32 @@ class Handoff(GradientEstimator):
         self.inner = self._cma(sigma, seed, stds)
         self.inner.setup(self.space, self.total_steps)
 
-    def _narrowed(self) -> tuple[float, torch.Tensor]:
-        """The search's σ (the widest group's, once its groups refine in turn) and its spread per
-        coordinate, in units of each parameter's range."""
+    def _search_sigma(self) -> float:
+        """The search's σ: the widest group's, once its groups refine in turn."""
+        groups = getattr(self.inner, "groups", None)
+        return float(groups.sigma if groups is not None and groups.active else self.inner.adaptive.sigma)
+
+    def _search_spread(self) -> torch.Tensor:
+        """The search's spread per coordinate, in units of each parameter's range (read once, at
+        the hand-off)."""
         assert self.space is not None
-        p, n, scales = self.inner, self.space.size, self.space.sigma_scales()
+        p, n = self.inner, self.space.size
         groups = getattr(p, "groups", None)
         if groups is not None and groups.active:
             spread = torch.zeros(n, dtype=torch.float64)
             for g in groups.groups:
                 axis = g.shape.axis_scales if g.shape is not None else torch.ones(len(g.index), dtype=torch.float64)
                 spread[g.index] = g.adaptive.sigma * axis
-            return float(groups.sigma), spread * scales
-        shape = getattr(p, "shape", None)
-        axis = shape.axis_scales if shape is not None and shape.n == n else torch.ones(n, dtype=torch.float64)
-        return float(p.adaptive.sigma), p.adaptive.sigma * axis * scales
+        else:
+            shape = getattr(p, "shape", None)
+            axis = shape.axis_scales if shape is not None and shape.n == n else torch.ones(n, dtype=torch.float64)
+            spread = p.adaptive.sigma * axis
+        return spread * self.space.sigma_scales()
 
     def _spread(self) -> float:
         """The current phase's σ: the search's, or the widest spread of CMA-ES's distribution."""
         if self.phase != "refine":
-            return self._narrowed()[0]
+            return self._search_sigma()
         spread = self.inner.spread()
         return self.refine_from["sigma"] if spread is None else spread
 
@@ -159,9 +165,9 @@ class Handoff(GradientEstimator):
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:
         info: dict[str, Any] = {}
         if self.phase == "search":
-            sigma, spread = self._narrowed()
+            sigma = self._search_sigma()
             if sigma <= self.at * self.sigma0 and not self._no_room(loss_fn, ctx):
-                self._refine(sigma, spread / sigma, ctx)
+                self._refine(sigma, self._search_spread() / sigma, ctx)
                 info["handoff"] = True
                 log.info("handoff: σ is down to %.3g of each range (%g σ₀) at step %d: CMA-ES refines from here",
                          sigma, self.at, ctx.step)
