@@ -279,6 +279,16 @@ class GradientEstimator(Plugin):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (on resume, and before each replay)."""
 
+    def next_step_renders(self) -> int | None:
+        """The renders the next step will take, where the estimator knows it before the step (an
+        evolution strategy renders one fixed population per step); None where it does not.
+
+        Why: a run keeps to ``max_renders``. A step is never cut short (a population ranked on
+        part of its members is a different algorithm), so the loop ends the run with ``stopped =
+        "max_renders"`` rather than start a step that would end past the budget. Must follow from
+        :meth:`state_dict` alone, like :meth:`converged`."""
+        return None
+
     def converged(self) -> bool:
         """True when the estimator has nothing left to do (an evolution strategy whose spread has
         collapsed): the run then stops before the next step, with ``stopped = "converged"``.

@@ -407,11 +407,16 @@ class Optimization(RunState):
     def _may_start_step(self) -> bool:
         if self.step >= self.steps:
             self._finish("steps")
-        elif self.max_renders is not None and self.evaluator.renders >= self.max_renders:
-            self._finish("max_renders")
+        elif self.max_renders is not None and self.evaluator.renders + self._next_step_renders() > self.max_renders:
+            self._finish("max_renders")   # spent, or the next step would end past the budget
         elif getattr(self.estimator, "converged", bool)():
             self._finish("converged")
         return self.stopped is None
+
+    def _next_step_renders(self) -> int:
+        """At least one: a step renders something, and what it takes is unknown unless the
+        estimator says (:meth:`GradientEstimator.next_step_renders`)."""
+        return max(1, int(getattr(self.estimator, "next_step_renders", lambda: None)() or 1))
 
     def _stop_after(self, loss: float) -> None:
         if self.target_loss is not None and loss <= self.target_loss:

@@ -77,8 +77,8 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
     """Minimise the objective with CMA-ES (``method="cma"``) or a nevergrad optimizer by name.
 
     Spends at most ``budget`` renders, whole generations only: an :class:`rendergrad.Optimization`
-    with the ``cma`` or ``nevergrad`` estimator and ``max_renders`` rounded down to a multiple of
-    the population. ``options`` go to the estimator (CMA: ``sigma0``, ``popsize``,
+    with the ``cma`` or ``nevergrad`` estimator and ``max_renders = budget``, which never starts a
+    generation that would end past it. ``options`` go to the estimator (CMA: ``sigma0``, ``popsize``,
     ``diagonal_above``, ``seed``; nevergrad: ``batch``, ``sigma``, ``budget``, ``seed``) and
     the rest to the library (any pycma option; the nevergrad optimizer's keyword arguments).
     ``on_step(record, u)`` sees every generation with the recommendation ``u`` (normalised)
@@ -96,10 +96,9 @@ def minimize(renderer: Renderer | str, objective: Objective | str = "mse", metho
     if owned:
         renderer = reg.create("renderer", renderer, dict(renderer_options or {}))
     try:
-        per_step = reg.create("estimator", name, est_options).population(renderer.parameter_space().size)
         run = Optimization(renderer, objective, name, estimator_options=est_options,
                            objective_options=objective_options, target=target, target_params=target_params,
-                           init=init, steps=budget, max_renders=budget // per_step * per_step, seed=seed,
+                           init=init, steps=budget, max_renders=budget, seed=seed,
                            max_batch=max_batch, callbacks=[_OnStep(on_step)] if on_step else (),
                            registry=reg)
         res = run.run(final_render=final_render)

@@ -205,6 +205,10 @@ class LibraryOptimizer(GradientEstimator):
     def _seed_for(self, run_seed: int) -> int:
         return run_seed
 
+    def renders_per_step(self, n: int) -> int:
+        """Renders per generation for ``n`` parameters (the population the library asks for)."""
+        raise NotImplementedError
+
     def _diagnostics(self) -> dict[str, float]:
         return {}
 
@@ -231,6 +235,11 @@ class LibraryOptimizer(GradientEstimator):
     def setup(self, space: ParamSpace, total_steps: int) -> None:
         super().setup(space, total_steps)
         self._reset()
+        self._per_step = self.renders_per_step(space.size)
+
+    def next_step_renders(self) -> int:
+        """A generation: the same population every step, known before it is asked."""
+        return self._per_step
 
     def state_dict(self) -> dict[str, Any]:
         if self._lib is None:
@@ -346,9 +355,9 @@ class CMA(LibraryOptimizer):
                 raise ConfigError(f"cma: {key!r} is not a pycma option"
                                   + (f"; did you mean {', '.join(close)}?" if close else "")
                                   + " (list them with python -c 'import cma; print(list(cma.CMAOptions()))')")
-        self.population(2)  # bad option values fail here, not at the first step
+        self.renders_per_step(2)  # bad option values fail here, not at the first step
 
-    def population(self, n: int) -> int:
+    def renders_per_step(self, n: int) -> int:
         """Renders per step for ``n`` parameters (pycma's default is ``4 + 3 ln n``), as pycma decides it."""
         with NumpyStream(1).active():  # pycma seeds numpy's global generator: keep that to itself
             # per-coordinate spreads belong to the real space, not to this probe's
@@ -444,7 +453,7 @@ class Nevergrad(LibraryOptimizer):
             return False, "needs nevergrad: pip install 'rendergrad[baselines]'"
         return True, ""
 
-    def population(self, n: int) -> int:
+    def renders_per_step(self, n: int) -> int:
         """Renders per step: ``batch``."""
         return self.batch
 

@@ -49,6 +49,19 @@ def test_cma_is_an_estimator_whose_renders_the_loop_counts(plateau_scene):
     assert len(opt.ask()) == 6
 
 
+def test_a_run_ends_before_a_generation_that_would_overrun_its_budget(plateau_scene):
+    """64 renders is ten generations of six and four left: the eleventh is never started."""
+    res = rg.optimize("toy", "mse", "cma", renderer_options=plateau_scene, estimator_options=CMA6,
+                      target_params=TARGET, steps=100, max_renders=64, seed=0, final_render=False)
+    assert res.stopped == "max_renders" and res.evaluations == 60 and res.steps == 10
+
+
+def test_a_population_run_is_refused_by_name():
+    """CMA-ES takes one parameter vector per step: starting several side by side says so."""
+    with pytest.raises(ConfigError, match="cannot optimize a population"):
+        rg.optimize("toy", "mse", "cma", target_params=TARGET, population=[[0.2, 0.2], [0.8, 0.8]], steps=2)
+
+
 @pytest.mark.parametrize("name, options", [
     ("cma", {"sigma0": 0.3, "popsize": 4}),
     ("nevergrad", {"optimizer": "NGOpt", "batch": 4, "budget": 48}),

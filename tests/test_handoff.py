@@ -39,11 +39,10 @@ def test_the_search_hands_over_once_its_sigma_has_narrowed(plateau_scene, caplog
                           steps=300, max_renders=300, seed=0, final_render=False)
     phases = [h["phase"] for h in res.history]
     at = next(i for i, h in enumerate(res.history) if h.get("handoff") is True)
-    end = phases.index("finish") if "finish" in phases else len(phases)
-    assert set(phases[:at]) == {"search"} and set(phases[at:end]) == {"refine"}, phases
-    # the budget's last renders, fewer than a generation, go to the search's steps: the run keeps
-    # to its budget (one render over at most, a PRDPT pair)
-    assert set(phases[end:]) <= {"finish"} and 300 <= res.evaluations <= 301
+    end = len(phases)
+    assert set(phases[:at]) == {"search"} and set(phases[at:]) == {"refine"}, phases
+    # the run keeps to its budget: it ends where one more generation (6 renders) would overrun it
+    assert res.stopped == "max_renders" and 300 - 6 < res.evaluations <= 300
     # the search's σ (after each step) had just narrowed to 0.3 of its start (0.1) when it handed over
     assert res.history[at - 2]["sigma"] > 0.03 >= res.history[at - 1]["sigma"]
     assert "CMA-ES refines from here" in caplog.text
@@ -88,8 +87,8 @@ def test_resume_in_either_phase_is_bit_identical(plateau_scene, tmp_path):
               final_render=False)
     full = rg.optimize("toy", "mse", "handoff", **kw)
     at = next(h["evaluations"] for h in full.history if h.get("handoff"))
-    last = next(h["evaluations"] for h in full.history if h.get("handoff") == "finish")
-    for stop in (at - 6, at + 30, last):      # in the search, in CMA-ES's refinement, in the last renders
+    last = full.history[-2]["evaluations"]
+    for stop in (at - 6, at + 30, last):      # in the search, in CMA-ES's refinement, before its last generation
         folder = tmp_path / str(stop)
         opt = rg.Optimization("toy", "mse", "handoff", checkpoint_dir=folder,
                               **{k: v for k, v in kw.items() if k != "final_render"})
