@@ -16,12 +16,19 @@ GECCO 2019: ``CMA_diagonal_decoding = 1``), which learns a per-parameter scale m
 the full covariance; a scene whose colour moves the loss ninety times less than its position
 needs that (the one-disc scene, seeds 0–29: 26/30 solved with it, 17/30 without).
 
+At the hand-off a probe (``probe``, on by default) rescales each declared parameter's spread by
+how much the loss rises over it (:meth:`Handoff._probed`): the search's σ per coordinate follows
+the parameters that moved the loss the most, and a parameter that barely moves it there (the
+second object of the two-shapes scene, a colour far off) would start at the others' spread and
+shrink with them. It costs 3 + 2 × (declared parameters) renders once, none for a scene of one
+declared parameter.
+
 Measured at 600 renders (``benchmarks/results/defaults.md``, *Hand-off*; seeds 0–9, then 10–39):
-the blurred disc 10/10 and 30/30 seeds solved (PRDPT alone 6/10, 24/30), one box 9/10 and 29/30
-(5/10, 25/30), Rosenbrock² 9/10 and 29/30 (7/10, 26/30). What it gives up: the two-shapes scene
-(0/10, 1/30 against 3/10, 6/30), which PRDPT solves by refining each object's parameters as its
-own group, and speed on the firefly caustic (9/10 each, 298 renders per success against 211),
-where CMA-ES's ranking of single noisy renders does not shrink its spread.
+the blurred disc 10/10 and 30/30 seeds solved (PRDPT alone 6/10, 24/30), one box 10/10 and 29/30
+(5/10, 25/30), one disc 10/10 and 25/30 (7/10, 22/30), Rosenbrock² 9/10 and 29/30 (7/10, 26/30),
+the two-shapes scene 2/10 and 7/30 (3/10, 6/30; 0/10 and 1/30 without the probe). What it gives
+up: speed on the firefly caustic (8/10 against PRDPT's 9/10, 335 renders per success against
+211), where CMA-ES's ranking of single noisy renders does not shrink its spread.
 
 Restarts (:mod:`.restarts`) span both phases: when CMA-ES has settled (its widest spread below
 ``sigma_fraction`` of the search's σ₀ and the loss no longer falling) with at least a fifth of the
@@ -57,6 +64,7 @@ log = logging.getLogger("rendergrad.handoff")
 SEARCHES = ("prdpt", "zerograds")
 # dd-CMA: a fast per-coordinate scale on top of the full covariance (see the module docstring)
 REFINE_DEFAULTS = {"CMA_diagonal_decoding": 1}
+CENTRE_RENDERS = 3          # the probe's renders of the hand-off point: their spread is the render noise
 
 
 class Handoff(GradientEstimator):
@@ -65,7 +73,8 @@ class Handoff(GradientEstimator):
     name = "handoff"
 
     def __init__(self, search: str = "prdpt", search_options: dict[str, Any] | None = None, at: float = 0.3,
-                 cma: dict[str, Any] | None = None, restarts: bool | dict[str, float] = True):
+                 cma: dict[str, Any] | None = None, restarts: bool | dict[str, float] = True,
+                 probe: float = 4.0):
         if search not in SEARCHES:
             raise ConfigError(f"handoff: search {search!r} is not one of {SEARCHES} (the search needs an "
                               "adaptive σ, whose narrowing says when the basin is found)")
@@ -78,6 +87,10 @@ class Handoff(GradientEstimator):
         self.cma_options = dict(cma or {})
         if not isinstance(self.cma_options.get("options", {}), dict):
             raise ConfigError("handoff: cma.options must be a table of pycma options")
+        if isinstance(probe, bool) or not isinstance(probe, (int, float)) or not (probe == 0 or probe >= 1):
+            raise ConfigError(f"handoff: probe (the most the hand-off's probe may widen or narrow a parameter's "
+                              f"spread) must be 0 (no probe) or a factor >= 1, got {probe!r}")
+        self.probe = float(probe)
         self.restart_options = dict(restarts) if isinstance(restarts, dict) else {}
         self.use_restarts = bool(restarts)
         Restarts(**self.restart_options)         # a misspelt setting fails here
@@ -151,6 +164,53 @@ class Handoff(GradientEstimator):
             spread = p.adaptive.sigma * axis
         return spread * self.space.sigma_scales()
 
+    def _probe_renders(self) -> int:
+        """Renders the probe takes at the hand-off: the point three times, a pair per declared
+        parameter; none for a scene of one declared parameter, whose only factor is 1."""
+        assert self.space is not None
+        return CENTRE_RENDERS + 2 * len(self.space.names) if self.probe and len(self.space.names) > 1 else 0
+
+    def _probed(self, loss_fn, u: torch.Tensor, spread: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The search's spread, each declared parameter's rescaled by how much the loss moves over it.
+
+        Why: the search's σ per coordinate comes from its learnt kernel shape, which follows the
+        parameters that moved the loss the most. Where one parameter barely moves it at the
+        hand-off (a colour far off while the position converged, an object the other one
+        outweighs), CMA-ES starts that parameter at the others' spread, and its one global step
+        size shrinks with the parameters that converge: the loose one stays where it was (two
+        shapes: most runs solve one object and keep the other's colour). So the probe renders the
+        point and a pair at ± the spread along each parameter, takes the symmetric difference
+        ``|L₊ + L₋ − 2 L₀|`` as the loss's rise over that spread, and multiplies the parameter's
+        spread by ``sqrt(geometric mean of the rises / its rise)`` (a quadratic loss rises with
+        the square of the spread), clamped to ``[1/probe, probe]`` so one noisy render cannot
+        throw a parameter across its range. A rise smaller than the render noise is not measured:
+        the point is rendered three times, and each rise counts as at least four of the centre's
+        standard deviations (about twice the noise of the symmetric difference), so on a Monte
+        Carlo renderer a parameter whose rise is lost in noise is left near the others' spread
+        rather than widened as if the loss were flat."""
+        assert self.space is not None
+        center = u.detach().to(torch.float64)
+        spread = spread.to(center.device)
+        rows = [center] * CENTRE_RENDERS
+        for name in self.space.names:
+            step = torch.zeros_like(center)
+            where = self.space.slice(name)
+            step[where] = spread[where]
+            rows += [center + step, center - step]
+        losses = loss_fn(torch.stack(rows).clamp(0, 1).to(u.dtype)).detach().to("cpu", torch.float64).reshape(-1)
+        centre, pairs = losses[:CENTRE_RENDERS], losses[CENTRE_RENDERS:]
+        noise = float(centre.std())                      # 0 on a deterministic renderer
+        rise = (pairs[0::2] + pairs[1::2] - 2 * centre.mean()).abs()
+        rise = rise.clamp_min(max(4 * noise, 1e-3 * float(rise.max())) + 1e-30)   # below that: not measured
+        factors = (rise.log().mean().exp() / rise).sqrt().clamp(1.0 / self.probe, self.probe)
+        out = spread.clone()
+        for name, factor in zip(self.space.names, factors):
+            out[self.space.slice(name)] *= factor
+        found = {name: round(float(f), 4) for name, f in zip(self.space.names, factors)}
+        log.info("handoff: the probe widens (>1) or narrows (<1) each parameter's spread (render noise %.3g): %s",
+                 noise, " ".join(f"{n}={f:.2f}" for n, f in found.items()))
+        return out.cpu(), found
+
     def _spread(self) -> float:
         """The current phase's σ: the search's, or the widest spread of CMA-ES's distribution."""
         if self.phase != "refine":
@@ -159,8 +219,9 @@ class Handoff(GradientEstimator):
         return self.refine_from["sigma"] if spread is None else spread
 
     def _no_room(self, loss_fn, ctx: StepContext) -> bool:
-        """Whether the render budget has less left than one CMA-ES generation."""
-        return bool(ctx.max_renders) and ctx.max_renders - int(getattr(loss_fn, "renders", 0)) < self.generation
+        """Whether the render budget has less left than the probe and one CMA-ES generation."""
+        need = self.generation + self._probe_renders()
+        return bool(ctx.max_renders) and ctx.max_renders - int(getattr(loss_fn, "renders", 0)) < need
 
     def next_step_renders(self) -> int | None:
         """One CMA-ES generation while it refines (the loop ends the run rather than overrun the
@@ -173,7 +234,10 @@ class Handoff(GradientEstimator):
         if self.phase == "search":
             sigma = self._search_sigma()
             if sigma <= self.at * self.sigma0 and not self._no_room(loss_fn, ctx):
-                self._refine(sigma, self._search_spread() / sigma, ctx)
+                spread = self._search_spread()
+                if self._probe_renders():
+                    spread, info["probe"] = self._probed(loss_fn, u, spread)
+                self._refine(sigma, spread / sigma, ctx)
                 info["handoff"] = True
                 log.info("handoff: σ is down to %.3g of each range (%g σ₀) at step %d: CMA-ES refines from here",
                          sigma, self.at, ctx.step)

@@ -101,6 +101,61 @@ def test_resume_in_either_phase_is_bit_identical(plateau_scene, tmp_path):
         assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
 
 
+def test_the_probe_widens_the_spread_of_a_parameter_the_loss_barely_moves():
+    """Two shapes, seed 3: at the hand-off the disc's and the box's positions are close, the box's
+    colour far off and flat in the loss. Without the probe CMA-ES starts the colour at the
+    positions' spread and ends 0.0105 from the target; the probe widens it (the clamp, 4) and
+    the run solves the scene. The probe's renders (the point thrice, a pair per parameter) count."""
+    _, plain = _run("two_shapes", "handoff", 3, probe=0)
+    res, probed = _run("two_shapes", "handoff", 3, probe=4)
+    assert probed < 0.01 < plain, (probed, plain)
+    at = next(i for i, h in enumerate(res.history) if h.get("handoff"))
+    factors = res.history[at]["probe"]
+    assert set(factors) == {"ax", "ay", "ra", "bx", "by", "bc"}
+    assert factors["bc"] == max(factors.values()) == 4.0 and min(factors.values()) >= 0.25
+    generation = res.history[at + 1]["evaluations"] - res.history[at]["evaluations"]
+    assert res.history[at]["evaluations"] - res.history[at - 1]["evaluations"] == 3 + 2 * 6 + generation
+    assert res.evaluations <= 600
+
+
+def _probe_factors(noise: float) -> dict[str, float]:
+    """The probe on a loss a position moves 10⁴ times more than a colour, with render noise."""
+    from rendergrad.params import ParamSpace
+    from rendergrad.plugins.handoff import Handoff
+    space = ParamSpace.from_config([{"name": "pos", "init": 0.5}, {"name": "colour", "init": 0.5}])
+    handoff = Handoff(probe=4)
+    handoff.setup(space, 100)
+    gen = torch.Generator().manual_seed(0)
+
+    def loss_fn(u: torch.Tensor) -> torch.Tensor:
+        clean = (u[:, 0] - 0.5) ** 2 + 1e-4 * (u[:, 1] - 0.5) ** 2
+        return clean + noise * torch.randn(len(u), generator=gen, dtype=u.dtype)
+
+    _, factors = handoff._probed(loss_fn, torch.full((2,), 0.5), torch.full((2,), 0.1))
+    return factors
+
+
+def test_the_probe_does_not_widen_a_parameter_whose_rise_is_lost_in_render_noise():
+    """Noise-free, the colour's rise (2e-6 against the position's 0.02) widens it to the clamp; with
+    render noise of 1e-3 that rise is not measured, so it widens far less."""
+    clean, noisy = _probe_factors(0.0), _probe_factors(1e-3)
+    assert clean["colour"] == 4.0 and clean["pos"] == 0.25
+    assert 1.0 <= noisy["colour"] < 2.5 and noisy["pos"] > 0.4, noisy
+
+
+def test_the_probe_spends_nothing_on_a_scene_of_one_declared_parameter():
+    """Its one factor would be 1: the run is the probe-less run, render for render."""
+    scene = {"resolution": 16, "mode": "soft", "params": [{"name": "x", "init": 0.3}],
+             "shapes": [{"type": "disc", "x": "x", "y": 0.5, "radius": 0.2, "color": [1.0, 1.0, 1.0]}]}
+    runs = [rg.optimize("toy", "mse", "handoff", estimator_options={"probe": probe}, renderer_options=scene,
+                        target_params={"x": 0.6}, steps=200, max_renders=200, seed=0, final_render=False)
+            for probe in (0, 4)]
+    assert any(h.get("handoff") for h in runs[1].history)
+    assert not any("probe" in h for h in runs[1].history)
+    assert [h["loss"] for h in runs[1].history] == [h["loss"] for h in runs[0].history]
+    assert runs[1].evaluations == runs[0].evaluations
+
+
 def test_cma_es_takes_a_spread_per_parameter_even_for_one_parameter():
     """pycma needs two dimensions; one parameter carries a second, ignored one, and its spread too."""
     scene = {"resolution": 16, "mode": "soft", "params": [{"name": "x", "init": 0.3}],
@@ -120,6 +175,8 @@ def test_cma_es_takes_a_spread_per_parameter_even_for_one_parameter():
     ({"search_options": {"sigmaa": 0.1}}, "sigmaa"),
     ({"cma": {"options": {"CMA_stdz": [1.0]}}}, "CMA_stdz"),
     ({"restarts": {"window": 10, "sigma_frac": 0.1}}, "sigma_frac"),
+    ({"probe": 0.5}, "probe (the most"),
+    ({"probe": True}, "probe (the most"),
 ])
 def test_bad_options_fail_when_the_run_is_set_up_and_say_what_to_fix(options, words):
     with pytest.raises(ConfigError) as err:
