@@ -111,6 +111,15 @@ class Auto(GradientEstimator):
         est.info = {**est.info, **info}
         return est
 
+    def next_step_renders(self) -> int | None:
+        """The chosen estimator's: a hand-off's CMA-ES phase renders one population per step, and
+        the loop ends the run rather than let that step overrun ``max_renders``."""
+        return self.inner.next_step_renders() if self.inner is not None else None
+
+    def converged(self) -> bool:
+        """The chosen estimator's: ``auto`` adds no stopping rule of its own."""
+        return self.inner.converged() if self.inner is not None else False
+
     def state_dict(self) -> dict[str, Any]:
         return {"choice": self.choice, "reason": self.reason, "zero_steps": self.zero_steps,
                 "inner": self.inner.state_dict() if self.inner is not None else None}

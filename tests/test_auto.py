@@ -23,6 +23,17 @@ def test_auto_picks_prdpt_handing_over_to_cma_es_for_few_parameters_and_says_why
     assert res.evaluations in (40, 41) and {h["phase"] for h in res.history} == {"search"}
 
 
+def test_auto_keeps_to_the_render_budget_once_cma_es_refines(plateau_scene):
+    """``auto`` passes on its choice's renders per step: a run of handoff through ``auto`` ends
+    where the next CMA-ES generation would overrun ``max_renders``, as ``handoff`` itself does,
+    render for render."""
+    runs = [rg.optimize("toy", "mse", name, renderer_options=plateau_scene, target_params=TARGET,
+                        steps=1000, max_renders=297, seed=0, final_render=False) for name in ("auto", "handoff")]
+    assert any(h["phase"] == "refine" for h in runs[0].history)
+    assert runs[0].stopped == "max_renders" and 297 - 6 < runs[0].evaluations <= 297
+    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
+
+
 def test_without_pycma_auto_runs_prdpt_alone_and_says_how_to_get_the_refinement(plateau_scene, monkeypatch):
     import importlib.util
     real = importlib.util.find_spec
