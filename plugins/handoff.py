@@ -25,7 +25,7 @@ declared parameter.
 
 Measured at 600 renders (``benchmarks/results/defaults.md``, *Hand-off*; seeds 0–9, then 10–39):
 the blurred disc 10/10 and 30/30 seeds solved (PRDPT alone 6/10, 24/30), one box 10/10 and 29/30
-(5/10, 25/30), one disc 10/10 and 25/30 (7/10, 22/30), Rosenbrock² 9/10 and 29/30 (7/10, 26/30),
+(5/10, 25/30), one disc 9/10 and 25/30 (7/10, 22/30), Rosenbrock² 9/10 and 29/30 (7/10, 26/30),
 the two-shapes scene 2/10 and 7/30 (3/10, 6/30; 0/10 and 1/30 without the probe). What it gives
 up: speed on the firefly caustic (8/10 against PRDPT's 9/10, 335 renders per success against
 211), where CMA-ES's ranking of single noisy renders does not shrink its spread.
