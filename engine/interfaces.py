@@ -281,7 +281,8 @@ class GradientEstimator(Plugin):
 
     def next_step_renders(self) -> int | None:
         """The renders the next step will take, where the estimator knows it before the step (an
-        evolution strategy renders one fixed population per step); None where it does not.
+        evolution strategy renders one fixed population per step; PRDPT its samples, to which an
+        elite check may add one: say the part that is certain); None where it does not.
 
         Why: a run keeps to ``max_renders``. A step is never cut short (a population ranked on
         part of its members is a different algorithm), so the loop ends the run with ``stopped =

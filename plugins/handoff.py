@@ -224,9 +224,9 @@ class Handoff(GradientEstimator):
         return bool(ctx.max_renders) and ctx.max_renders - int(getattr(loss_fn, "renders", 0)) < need
 
     def next_step_renders(self) -> int | None:
-        """One CMA-ES generation while it refines (the loop ends the run rather than overrun the
-        budget); the search's steps are not announced."""
-        return self.generation if self.phase == "refine" else None
+        """One CMA-ES generation while it refines, the search's renders per step before (the loop
+        ends the run rather than overrun the budget)."""
+        return self.generation if self.phase == "refine" else self.inner.next_step_renders()
 
     # -- the estimator ----------------------------------------------------------------------
     def estimate(self, loss_fn, u: torch.Tensor, ctx: StepContext) -> Estimate:

@@ -266,6 +266,12 @@ class PRDPT(BasinRules, GradientEstimator):
             self.loss_scale = max(float(losses.detach().abs().mean()), 1e-30)
         return torch.log(losses.clamp_min(0.0) / self.loss_scale + 1e-12)
 
+    def next_step_renders(self) -> int:
+        """The renders every step takes: its samples (and the centre's, with ``center``). An elite
+        check may add one; the loop ends the run before a step that would overrun its budget
+        anyway, so a run passes ``max_renders`` by that one render at most."""
+        return self.samples + int(self.center)
+
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"loss_scale": self.loss_scale, **self._basin_state()}
         if self.adaptive is not None:

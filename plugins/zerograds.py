@@ -427,6 +427,12 @@ class ZeroGrads(BasinRules, GradientEstimator):
         return reflect_into_unit(inset(u, margin).unsqueeze(0) + offsets)
 
     # -- checkpointing ---------------------------------------------------------------------
+    def next_step_renders(self) -> int:
+        """The renders every step takes: its samples (an antithetic run an even number). An
+        elite check may add one; the loop ends the run before a step that would overrun its
+        budget anyway, so a run passes ``max_renders`` by that one render at most."""
+        return 2 * (self.samples // 2) if self.antithetic else self.samples
+
     def state_dict(self) -> dict[str, Any]:
         if self.model is None:
             return {}

@@ -79,6 +79,19 @@ def test_render_budget_and_target_loss_stop_the_run(toy_scene):
     assert res.stopped == "target_loss" and res.steps < 1000 and res.history[-1]["loss"] <= 1e-4
 
 
+@pytest.mark.parametrize("estimator", ["prdpt", "zerograds", "handoff"])
+def test_a_pair_per_step_estimator_does_not_start_a_step_past_the_budget(plateau_scene, estimator):
+    """PRDPT's step is a pair of renders, one more where an elite check runs, so its count can be
+    odd: with one render left the loop ends the run rather than render a pair to 101 of 100
+    (as every one of these did here, and the demo's plateau to 401 of 400, before the
+    estimators said their renders per step)."""
+    res = rg.optimize("toy", "mse", estimator, renderer_options=plateau_scene, target_params={"x": 0.7, "y": 0.3},
+                      init={"x": 0.25, "y": 0.75}, steps=1000, max_renders=100, seed=0, final_render=False)
+    assert res.stopped == "max_renders" and res.evaluations <= 100 + 1      # one elite check at most
+    last = res.history[-1]["evaluations"] - res.history[-2]["evaluations"]
+    assert res.evaluations <= 100 or last == 3, (res.evaluations, last)   # past it only by that check
+
+
 def test_patience_stops_a_stuck_run(toy_scene):
     scene = dict(toy_scene, resolution=64, shapes=[dict(toy_scene["shapes"][0], radius=0.08)])
     res = rg.optimize(ToyRenderer(**scene), "mse", "analytic", target_params={"x": 0.75, "y": 0.25},

@@ -58,7 +58,9 @@ def test_crosses_the_plateau_in_a_short_run(plateau_scene, plateau_target):
                       lr=0.02, steps=400, max_renders=400, seed=0)
     err = math.dist([res.params["x"], res.params["y"]], [0.7, 0.3])
     assert err < 0.03, res.params
-    assert res.evaluations in (400, 401)   # 200 steps of one pair; one elite check on a noise-free renderer
+    # a pair per step and one elite check on a noise-free renderer: the run ends before a pair
+    # that would pass 400
+    assert res.evaluations == 399
     rec = res.history[-1]
     assert set(rec) >= {"sigma", "surrogate_loss"} and len(rec) <= 7   # small history records
 
